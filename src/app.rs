@@ -1,0 +1,278 @@
+//! The running service: builds the core from the config, binds both ports, keeps the keys fresh,
+//! and drains on SIGTERM (health turns NOT_SERVING, in-flight checks finish).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+
+use crate::authz::Authorizer;
+use crate::config::Config;
+use crate::grpc::AuthorizationService;
+use crate::metrics::{FetchTrigger, Metrics};
+use crate::oidc::IdpClient;
+use crate::oidc::provider::same_issuer;
+use crate::token::{IdentityClaims, Issuer, JwksCache, TokenCache, Verifier};
+
+/// Validated tokens kept at most; ~1 KiB each with their claims.
+const TOKEN_CACHE_ENTRIES: u64 = 10_000;
+/// A cached token is re-verified at least this often, so a withdrawn key stops working.
+const TOKEN_CACHE_MAX_TTL: Duration = Duration::from_secs(300);
+/// How long in-flight work may take after SIGTERM before the process exits anyway.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Ready once every issuer's discovery and keys are loaded, and until shutdown starts.
+#[derive(Clone)]
+pub struct Readiness {
+    caches: Arc<Vec<Arc<JwksCache>>>,
+    draining: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(Ordering::Acquire) && self.caches.iter().all(|c| c.is_loaded())
+    }
+}
+
+/// The core built from a config, before any port is bound.
+pub struct Core {
+    pub authorizer: Arc<Authorizer>,
+    /// Every issuer's key cache, the provider's first.
+    pub caches: Vec<Arc<JwksCache>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Core {
+    pub fn build(config: &Config, metrics: Arc<Metrics>) -> Self {
+        let client = IdpClient::new(metrics.clone());
+        let min_refetch = config.provider.jwks_min_refetch_interval;
+        let mut caches: Vec<(String, Arc<JwksCache>)> = vec![(
+            config.provider.issuer.clone(),
+            Arc::new(JwksCache::discover(
+                &config.provider.issuer,
+                client.clone(),
+                metrics.clone(),
+                min_refetch,
+            )),
+        )];
+        let mut issuers = Vec::new();
+        for b in &config.bearer {
+            let existing = caches
+                .iter()
+                .find(|(i, _)| same_issuer(i, &b.issuer))
+                .map(|(_, c)| c.clone());
+            let cache = match (&b.jwks_uri, existing) {
+                (None, Some(c)) => c,
+                (jwks_uri, _) => {
+                    let c = Arc::new(match jwks_uri {
+                        Some(uri) => JwksCache::fixed(
+                            uri.clone(),
+                            client.clone(),
+                            metrics.clone(),
+                            min_refetch,
+                        ),
+                        None => JwksCache::discover(
+                            &b.issuer,
+                            client.clone(),
+                            metrics.clone(),
+                            min_refetch,
+                        ),
+                    });
+                    caches.push((b.issuer.clone(), c.clone()));
+                    c
+                }
+            };
+            issuers.push(Issuer::new(
+                &b.issuer,
+                &b.audiences,
+                cache,
+                config.provider.leeway,
+            ));
+        }
+        let verifier = Arc::new(Verifier::new(
+            issuers,
+            IdentityClaims {
+                user_id_claim: config.provider.user_id_claim.clone(),
+                groups_claim: config.provider.groups_claim.clone(),
+            },
+            config.provider.leeway,
+            TokenCache::new(TOKEN_CACHE_ENTRIES, TOKEN_CACHE_MAX_TTL),
+            metrics.clone(),
+        ));
+        let authorizer = Arc::new(Authorizer::new(
+            config.policy.clone(),
+            verifier,
+            config.identity_headers.clone(),
+        ));
+        Self {
+            authorizer,
+            caches: caches.into_iter().map(|(_, c)| c).collect(),
+            metrics,
+        }
+    }
+}
+
+/// Binds the configured ports and runs until SIGTERM or Ctrl-C.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let grpc = TcpListener::bind(config.listen.grpc)
+        .await
+        .with_context(|| format!("listen.grpc: cannot bind {}", config.listen.grpc))?;
+    let admin = TcpListener::bind(config.listen.admin)
+        .await
+        .with_context(|| format!("listen.admin: cannot bind {}", config.listen.admin))?;
+    run(config, grpc, admin, shutdown_signal()).await
+}
+
+/// Runs the service on bound listeners until `shutdown` completes, then drains.
+pub async fn run(
+    config: Config,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let core = Core::build(&config, metrics.clone());
+    tracing::info!(
+        grpc = %grpc_listener.local_addr()?,
+        admin = %admin_listener.local_addr()?,
+        issuer = %config.provider.issuer,
+        routes = config.policy.routes().len(),
+        "portcullis listening"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let readiness = Readiness {
+        caches: Arc::new(core.caches.clone()),
+        draining: Arc::new(AtomicBool::new(false)),
+    };
+    for cache in &core.caches {
+        let cache = cache.clone();
+        let stop = stop_rx.clone();
+        let interval = config.provider.jwks_refresh_interval;
+        tokio::spawn(async move {
+            if let Err(e) = cache.refresh(FetchTrigger::startup).await {
+                tracing::warn!(error = %e, "loading signing keys failed; retrying");
+            }
+            cache.run_refresh(interval, stop).await;
+        });
+    }
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    tokio::spawn(track_readiness(
+        readiness.clone(),
+        health.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
+
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(
+            AuthorizationService::new(core.authorizer.clone(), metrics.clone()).into_server(),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            stopped(stop_rx.clone()),
+        );
+    let admin = axum::serve(
+        admin_listener,
+        crate::http::admin::router(metrics.clone(), readiness.clone()),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let grpc = tokio::spawn(grpc);
+    let admin = tokio::spawn(async move { admin.await });
+
+    shutdown.await;
+    tracing::info!("shutting down: health NOT_SERVING, finishing in-flight checks");
+    readiness.draining.store(true, Ordering::Release);
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    metrics.set_ready(false);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_LIMIT, async { (grpc.await, admin.await) }).await;
+    match drained {
+        Ok((Ok(Ok(())), Ok(Ok(())))) => tracing::info!("stopped"),
+        Ok((g, a)) => tracing::warn!(
+            grpc = ?g.map(|r| r.map_err(|e| e.to_string())),
+            admin = ?a.map(|r| r.map_err(|e| e.to_string())),
+            "stopped with errors"
+        ),
+        Err(_) => tracing::warn!("in-flight work did not finish within {DRAIN_LIMIT:?}; exiting"),
+    }
+    Ok(())
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Mirrors readiness into gRPC health (what Envoy's health checks see) and the `ready` gauge.
+async fn track_readiness(
+    readiness: Readiness,
+    health: tonic_health::server::HealthReporter,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut was_ready = false;
+    loop {
+        let ready = readiness.is_ready();
+        if ready != was_ready {
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            metrics.set_ready(ready);
+            if ready {
+                tracing::info!("ready: discovery and signing keys loaded");
+            }
+            was_ready = ready;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// `check-config`: every issuer's discovery document and keys, one line each. True when all load.
+pub async fn check_providers(config: &Config) -> bool {
+    let core = Core::build(config, Arc::new(Metrics::new()));
+    let mut ok = true;
+    for cache in &core.caches {
+        match cache.refresh(FetchTrigger::startup).await {
+            Ok(()) => println!("ok: {}", cache.describe()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ok = false;
+            }
+        }
+    }
+    ok
+}

@@ -1,0 +1,354 @@
+use super::*;
+
+const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+
+fn minimal() -> String {
+    "provider: {issuer: 'https://tenant.auth0.com/', client_id: abc}\n".into()
+}
+
+fn load(yaml: &str) -> Result<Config, Vec<String>> {
+    load_env(yaml, &[])
+}
+
+fn load_env(yaml: &str, env: &[(&str, &str)]) -> Result<Config, Vec<String>> {
+    let env: Env = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Config::from_yaml(yaml, &env, None).map_err(|e| match e {
+        ConfigError::Invalid(p) => p,
+        other => vec![other.to_string()],
+    })
+}
+
+fn problems(yaml: &str) -> Vec<String> {
+    load(yaml).expect_err("config should be refused")
+}
+
+#[test]
+fn minimal_config_gets_safe_defaults() {
+    let c = load(&minimal()).unwrap();
+    assert_eq!(c.listen.grpc.to_string(), "0.0.0.0:9001");
+    assert_eq!(c.listen.admin.to_string(), "0.0.0.0:9090");
+    assert_eq!(c.provider.user_id_claim, "email");
+    assert_eq!(c.provider.leeway, Duration::from_secs(30));
+    assert_eq!(
+        c.provider.jwks_min_refetch_interval,
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        c.provider.scopes,
+        ["openid", "profile", "email", "offline_access"]
+    );
+    assert!(c.session.secure);
+    assert_eq!(c.session.store, StoreKind::Cookie);
+    assert_eq!(c.login.callback_path, "/authorization-code/callback");
+    // No audience: no bearer tokens accepted. Login everything.
+    assert!(c.bearer.is_empty());
+    assert_eq!(c.policy.routes().len(), 1);
+    assert_eq!(c.policy.routes()[0].action, Action::Login);
+    assert_eq!(&*c.identity_headers.email, "x-auth-request-email");
+}
+
+#[test]
+fn provider_audience_becomes_the_default_bearer_issuer() {
+    let c = load("provider: {issuer: 'https://t.auth0.com/', client_id: a, audience: 'https://amundsen/api'}").unwrap();
+    assert_eq!(c.bearer.len(), 1);
+    assert_eq!(c.bearer[0].issuer, "https://t.auth0.com/");
+    assert_eq!(c.bearer[0].audiences, ["https://amundsen/api"]);
+}
+
+#[test]
+fn full_design_example_parses() {
+    let yaml = format!(
+        r#"
+listen: {{grpc: 127.0.0.1:9001, admin: 127.0.0.1:9090}}
+provider:
+  issuer: https://your-tenant.auth0.com/
+  client_id: cid
+  client_secret: shh
+  scopes: [openid, profile, email, offline_access]
+  audience: https://amundsen/api
+  extra_auth_params: {{connection: google-oauth2}}
+  user_id_claim: email
+  groups_claim: https://amundsen/groups
+  jwks_refresh_interval: 10m
+  jwks_min_refetch_interval: 30s
+  leeway: 30s
+bearer:
+  - issuer: https://your-tenant.auth0.com/
+    audiences: [https://amundsen/api]
+login:
+  callback_path: /authorization-code/callback
+  redirect_uri: https://amundsen.example.com/authorization-code/callback
+  logout_path: /logout
+  post_logout_redirect: /
+  allowed_redirect_hosts: [Docs.Example.com]
+session:
+  store: redis
+  cookie_name: portcullis
+  secure: true
+  secret: [{SECRET}, {SECRET}]
+  refresh_before: 60s
+  absolute_timeout: 12h
+  idle_timeout: 1h
+  redis: {{url: redis://127.0.0.1:6379/0}}
+routes:
+  - {{name: health, path_prefix: /healthcheck, action: public}}
+  - {{name: api, path_prefix: /api/, action: api}}
+  - name: admin
+    path_prefix: /admin
+    host: '*.example.com'
+    methods: [get, post]
+    action: login
+    require: {{claims: {{role: admin}}, groups: [ops], email_domains: [Example.com]}}
+  - {{name: app, path_prefix: /, action: login}}
+upstream:
+  headers: {{user: X-User, email: x-email, groups: x-groups}}
+  authorization: id_token
+"#
+    );
+    let c = load(&yaml).unwrap();
+    assert_eq!(c.session.keys.len(), 2);
+    assert_eq!(c.policy.routes().len(), 4);
+    let admin = &c.policy.routes()[2];
+    assert_eq!(
+        admin.methods.as_deref(),
+        Some(&["GET".to_owned(), "POST".to_owned()][..])
+    );
+    assert_eq!(admin.require.email_domains, ["example.com"]);
+    assert_eq!(&*c.identity_headers.user, "x-user");
+    assert_eq!(c.upstream_authorization, UpstreamAuthorization::IdToken);
+    assert_eq!(c.login.allowed_redirect_hosts, ["docs.example.com"]);
+    assert!(format!("{c:?}").contains("Secret(***)"));
+    assert!(
+        !format!("{c:?}").contains("shh"),
+        "Debug must not show the client secret"
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_path() {
+    let p = problems(&format!(
+        "{}routes: [{{name: a, pathprefix: /, action: api}}]",
+        minimal()
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("routes[0]"), "{p:?}");
+    assert!(p[0].contains("pathprefix"), "{p:?}");
+    let p = problems(&format!("{}sesion: {{}}", minimal()));
+    assert!(p[0].contains("sesion"), "{p:?}");
+}
+
+#[test]
+fn missing_provider_is_one_clear_line() {
+    assert_eq!(
+        problems("listen: {grpc: 127.0.0.1:1}"),
+        ["provider: missing (issuer and client_id are required)"]
+    );
+    let p = problems("provider: {client_id: a}");
+    assert!(p[0].contains("issuer"), "{p:?}");
+}
+
+#[test]
+fn every_semantic_problem_is_listed() {
+    let yaml = r#"
+listen: {grpc: 127.0.0.1:9000, admin: 127.0.0.1:9000}
+provider: {issuer: 'http://idp.example.com', client_id: '', leeway: 5m, scopes: [email]}
+session: {secret: tooshort}
+routes:
+  - {name: a, path_prefix: /x/../y, action: api}
+  - {name: a, path: /z, path_prefix: /z, action: public}
+  - {name: 'bad name', path_prefix: /, action: public, require: {groups: [x]}}
+"#;
+    let p = problems(yaml);
+    let expect = [
+        "provider.issuer",
+        "provider.client_id",
+        "provider.leeway",
+        "provider.scopes",
+        "session.secret[0]",
+        "routes[0]: \"/x/../y\"",
+        "routes[1].name",
+        "routes[1]: set exactly one",
+        "routes[2].name",
+        "routes[2].require",
+        "listen: grpc and admin",
+    ];
+    for e in expect {
+        assert!(
+            p.iter().any(|l| l.starts_with(e)),
+            "missing {e:?} in {p:#?}"
+        );
+    }
+    assert_eq!(p.len(), expect.len(), "{p:#?}");
+}
+
+#[test]
+fn bad_secrets_are_never_echoed() {
+    let p = problems(&format!("{}session: {{secret: 'c2hvcnQ='}}", minimal()));
+    assert!(p[0].contains("too short"), "{p:?}");
+    assert!(!p[0].contains("c2hvcnQ="), "{p:?}");
+}
+
+#[test]
+fn http_issuer_only_on_loopback() {
+    assert!(load("provider: {issuer: 'http://127.0.0.1:9000', client_id: a}").is_ok());
+    assert!(load("provider: {issuer: 'http://localhost:9000/', client_id: a}").is_ok());
+    assert!(load("provider: {issuer: 'http://idp.example.com', client_id: a}").is_err());
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let c = load_env(
+        &minimal(),
+        &[
+            ("PORTCULLIS_PROVIDER__CLIENT_ID", "12345"),
+            ("PORTCULLIS_PROVIDER__AUDIENCE", "https://api"),
+            ("PORTCULLIS_LISTEN__GRPC", "127.0.0.1:7000"),
+            ("PORTCULLIS_SESSION__SECURE", "false"),
+            (
+                "PORTCULLIS_ROUTES",
+                "[{name: all, path_prefix: /, action: api}]",
+            ),
+            ("PORTCULLIS_CONFIG", "/ignored.yaml"),
+            ("OTHER__THING", "x"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.provider.client_id, "12345", "digits stay a string");
+    assert_eq!(c.provider.audience.as_deref(), Some("https://api"));
+    assert_eq!(c.listen.grpc.to_string(), "127.0.0.1:7000");
+    assert!(!c.session.secure);
+    assert_eq!(c.policy.routes()[0].name.as_str(), "all");
+}
+
+#[test]
+fn environment_typos_are_errors_too() {
+    let p = load_env(&minimal(), &[("PORTCULLIS_PROVIDER__CLIENTID", "x")]).unwrap_err();
+    assert!(p[0].contains("clientid"), "{p:?}");
+}
+
+#[test]
+fn flaskoidc_env_names_are_understood() {
+    let env = [
+        (
+            "FLASK_OIDC_CONFIG_URL",
+            "https://tenant.auth0.com/.well-known/openid-configuration",
+        ),
+        ("FLASK_OIDC_CLIENT_ID", "flask-client"),
+        ("FLASK_OIDC_CLIENT_SECRET", "flask-secret"),
+        ("FLASK_OIDC_USER_ID_FIELD", "preferred_username"),
+        ("FLASK_OIDC_SCOPES", "openid email profile"),
+        (
+            "FLASK_OIDC_WHITELISTED_ENDPOINTS",
+            "status,healthcheck,health",
+        ),
+        ("OIDC_CALLBACK_ROUTE", "/oidc/callback"),
+        (
+            "OVERWRITE_REDIRECT_URI",
+            "https://amundsen.example.com/oidc/callback",
+        ),
+    ];
+    let c = load_env("", &env).unwrap();
+    assert_eq!(c.provider.issuer, "https://tenant.auth0.com/");
+    assert_eq!(c.provider.client_id, "flask-client");
+    assert_eq!(
+        c.provider.client_secret.as_ref().unwrap().expose(),
+        "flask-secret"
+    );
+    assert_eq!(c.provider.user_id_claim, "preferred_username");
+    assert_eq!(c.provider.scopes, ["openid", "email", "profile"]);
+    assert_eq!(c.login.callback_path, "/oidc/callback");
+    assert_eq!(
+        c.login.redirect_uri.unwrap().as_str(),
+        "https://amundsen.example.com/oidc/callback"
+    );
+    let names: Vec<_> = c
+        .policy
+        .routes()
+        .iter()
+        .map(|r| r.name.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "flaskoidc-status",
+            "flaskoidc-healthcheck",
+            "flaskoidc-health",
+            "app"
+        ]
+    );
+    assert_eq!(c.policy.routes()[1].action, Action::Public);
+    // PORTCULLIS_* wins over the flaskoidc names.
+    let mut env = env.to_vec();
+    env.push(("PORTCULLIS_PROVIDER__CLIENT_ID", "winner"));
+    assert_eq!(load_env("", &env).unwrap().provider.client_id, "winner");
+}
+
+#[test]
+fn flaskoidc_config_url_must_be_a_discovery_url() {
+    let p = load_env(
+        "",
+        &[
+            ("FLASK_OIDC_CONFIG_URL", "https://tenant.auth0.com/"),
+            ("FLASK_OIDC_CLIENT_ID", "a"),
+        ],
+    )
+    .unwrap_err();
+    assert!(p[0].starts_with("FLASK_OIDC_CONFIG_URL"), "{p:?}");
+}
+
+#[test]
+fn client_secrets_json_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("client_secrets.json");
+    std::fs::write(
+        &path,
+        r#"{"web": {"client_id": "cs-id", "client_secret": "cs-secret", "issuer": "https://t.auth0.com/",
+            "auth_uri": "https://t.auth0.com/authorize", "redirect_uris": ["https://a.example/cb"]}}"#,
+    )
+    .unwrap();
+    let c = load_env("", &[("OIDC_CLIENT_SECRETS", path.to_str().unwrap())]).unwrap();
+    assert_eq!(c.provider.client_id, "cs-id");
+    assert_eq!(c.provider.client_secret.unwrap().expose(), "cs-secret");
+    assert_eq!(
+        c.login.redirect_uri.unwrap().as_str(),
+        "https://a.example/cb"
+    );
+}
+
+#[test]
+fn secret_files_are_read_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("client-secret"), "from-file\n").unwrap();
+    std::fs::write(
+        dir.path().join("cookie-keys"),
+        format!("{SECRET}\n{SECRET}\n"),
+    )
+    .unwrap();
+    let yaml = "provider: {issuer: 'https://t.auth0.com/', client_id: a, client_secret_file: client-secret}\n\
+                session: {secret_file: cookie-keys}\n";
+    let c = Config::from_yaml(yaml, &Env::new(), Some(dir.path())).unwrap();
+    assert_eq!(c.provider.client_secret.unwrap().expose(), "from-file");
+    assert_eq!(c.session.keys.len(), 2);
+    let p = Config::from_yaml(
+        "provider: {issuer: 'https://t.auth0.com/', client_id: a, client_secret_file: nope}",
+        &Env::new(),
+        Some(dir.path()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        p.starts_with("provider.client_secret_file: cannot read"),
+        "{p}"
+    );
+}
+
+#[test]
+fn durations_and_addresses_are_checked() {
+    let p = problems(&format!("{}listen: {{grpc: 'not-an-addr'}}", minimal()));
+    assert!(p[0].starts_with("listen.grpc"), "{p:?}");
+    let p = problems("provider: {issuer: 'https://t/', client_id: a, leeway: soon}");
+    assert!(p[0].starts_with("provider.leeway"), "{p:?}");
+}

@@ -1,0 +1,136 @@
+//! proto <-> core, both ways, and nothing else: `CheckRequest` -> [`AuthzRequest`], and
+//! [`Decision`] -> `CheckResponse`. Every decision maps here, with exhaustive matches.
+
+use std::collections::{BTreeMap, HashMap};
+
+use prost_types::{Struct, Value, value::Kind};
+
+use crate::authz::{AuthzRequest, Decision, Principal};
+use crate::proto::{
+    CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption, HttpStatus,
+    OkHttpResponse, RpcStatus, check_response::HttpResponse,
+    header_value_option::HeaderAppendAction,
+};
+
+/// google.rpc.Code values Envoy looks at: OK allows, anything else denies.
+const RPC_OK: i32 = 0;
+const RPC_UNAUTHENTICATED: i32 = 16;
+const RPC_PERMISSION_DENIED: i32 = 7;
+
+/// `None` when Envoy sent no HTTP attributes (not an HTTP filter's request).
+pub fn authz_request(check: CheckRequest) -> Option<AuthzRequest> {
+    let attributes = check.attributes?;
+    let http = attributes.request?.http?;
+    let headers = if http.headers.is_empty() {
+        // Envoy fills `header_map` instead when `encode_raw_headers` is on.
+        let mut joined: HashMap<String, String> = HashMap::new();
+        for h in http.header_map.map(|m| m.headers).unwrap_or_default() {
+            let value = if h.raw_value.is_empty() {
+                h.value
+            } else {
+                String::from_utf8_lossy(&h.raw_value).into_owned()
+            };
+            joined
+                .entry(h.key.to_ascii_lowercase())
+                .and_modify(|v| {
+                    v.push(',');
+                    v.push_str(&value);
+                })
+                .or_insert(value);
+        }
+        joined
+    } else {
+        http.headers
+    };
+    Some(AuthzRequest {
+        method: http.method,
+        authority: http.host,
+        path: http.path,
+        headers,
+        context: attributes.context_extensions,
+    })
+}
+
+pub fn check_response(decision: Decision) -> CheckResponse {
+    match decision {
+        Decision::Allow(allow) => CheckResponse {
+            status: Some(RpcStatus {
+                code: RPC_OK,
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                headers: allow
+                    .set_headers
+                    .into_iter()
+                    .map(|(name, value)| overwrite(name.to_string(), value))
+                    .collect(),
+                headers_to_remove: allow.remove_headers.iter().map(|n| n.to_string()).collect(),
+                ..Default::default()
+            })),
+            dynamic_metadata: allow.identity.as_deref().map(identity_metadata),
+        },
+        Decision::Deny(deny) => {
+            let response = deny.response();
+            let code = match response.status {
+                401 => RPC_UNAUTHENTICATED,
+                _ => RPC_PERMISSION_DENIED,
+            };
+            CheckResponse {
+                status: Some(RpcStatus {
+                    code,
+                    ..Default::default()
+                }),
+                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    status: Some(HttpStatus {
+                        code: i32::from(response.status),
+                    }),
+                    headers: response
+                        .headers
+                        .into_iter()
+                        .map(|(name, value)| overwrite(name.to_owned(), value))
+                        .collect(),
+                    body: response.body,
+                })),
+                // The bounded reason, for Envoy's access log: %DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%
+                dynamic_metadata: Some(fields([("reason", deny.reason.as_str().to_owned())])),
+            }
+        }
+    }
+}
+
+fn overwrite(key: String, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key,
+            value,
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+/// `sub`, `user` and `email` for Envoy's access logs and RBAC.
+fn identity_metadata(p: &Principal) -> Struct {
+    let mut f = vec![("sub", p.subject.clone()), ("user", p.user.clone())];
+    if let Some(email) = &p.email {
+        f.push(("email", email.clone()));
+    }
+    fields(f)
+}
+
+fn fields(pairs: impl IntoIterator<Item = (&'static str, String)>) -> Struct {
+    Struct {
+        fields: pairs
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_owned(),
+                    Value {
+                        kind: Some(Kind::StringValue(v)),
+                    },
+                )
+            })
+            .collect::<BTreeMap<_, _>>(),
+    }
+}

@@ -1,0 +1,61 @@
+//! The gRPC adapter: `envoy.service.auth.v3.Authorization/Check` turned into one call of the core.
+//! Nothing here decides anything; it converts, calls [`Authorizer::check`], records, converts back.
+
+pub mod convert;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+
+use crate::authz::{Authorizer, Decision, DenyReason};
+use crate::metrics::Metrics;
+use crate::proto::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
+
+pub struct AuthorizationService {
+    authorizer: Arc<Authorizer>,
+    metrics: Arc<Metrics>,
+}
+
+impl AuthorizationService {
+    pub fn new(authorizer: Arc<Authorizer>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            authorizer,
+            metrics,
+        }
+    }
+
+    pub fn into_server(self) -> AuthorizationServer<Self> {
+        AuthorizationServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthorizationService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let started = Instant::now();
+        let decision = match convert::authz_request(request.into_inner()) {
+            Some(req) => self.authorizer.check(&req).await,
+            None => self.authorizer.refuse(DenyReason::InvalidRequest),
+        };
+        let elapsed = started.elapsed();
+        self.metrics.record_check(&decision, elapsed);
+        log(&decision, elapsed);
+        Ok(Response::new(convert::check_response(decision)))
+    }
+}
+
+fn log(decision: &Decision, elapsed: std::time::Duration) {
+    let micros = elapsed.as_micros() as u64;
+    match decision {
+        Decision::Allow(a) => tracing::debug!(
+            route = %a.route, decision = "allow", reason = a.reason.as_str(), micros, "check"
+        ),
+        Decision::Deny(d) => tracing::debug!(
+            route = %d.route, decision = "deny", reason = d.reason.as_str(), micros, "check"
+        ),
+    }
+}

@@ -1,0 +1,94 @@
+//! The `portcullis` command: serve, check-config, gen-secret.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use portcullis::config::{self, Config, ConfigError};
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Envoy external authorization: OpenID Connect login and bearer JWTs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the ext_authz gRPC service and the admin port.
+    Serve {
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the config and reach every issuer's discovery document and keys.
+    CheckConfig {
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print a fresh random secret for session.secret.
+    GenSecret,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::GenSecret => {
+            println!("{}", portcullis::secret::generate_base64(32));
+            ExitCode::SUCCESS
+        }
+        Command::Serve { config } => {
+            let Some(config) = load(&config) else {
+                return ExitCode::from(2);
+            };
+            portcullis::telemetry::init(config.log.format, &config.log.level);
+            match runtime().block_on(portcullis::app::serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig { config } => {
+            let Some(config) = load(&config) else {
+                return ExitCode::from(2);
+            };
+            if runtime().block_on(portcullis::app::check_providers(&config)) {
+                println!("config ok");
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Option<Config> {
+    match Config::load(path, &config::process_env()) {
+        Ok(c) => Some(c),
+        Err(ConfigError::Invalid(problems)) => {
+            for p in problems {
+                eprintln!("error: {p}");
+            }
+            None
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime")
+}

@@ -1,0 +1,221 @@
+//! Prometheus metrics, all prefixed `portcullis_`. Labels come from enums and route names only.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::authz::{Decision, RouteName};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum DecisionLabel {
+    allow,
+    deny,
+    redirect,
+}
+
+impl EncodeLabelValue for RouteName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CheckLabels {
+    route: RouteName,
+    decision: DecisionLabel,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DurationLabels {
+    decision: DecisionLabel,
+}
+
+/// Why keys were fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum FetchTrigger {
+    startup,
+    refresh,
+    unknown_kid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum FetchResult {
+    ok,
+    error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FetchLabels {
+    trigger: FetchTrigger,
+    result: FetchResult,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CacheResult {
+    hit,
+    miss,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CacheLabels {
+    result: CacheResult,
+}
+
+/// Which IdP endpoint was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum IdpEndpoint {
+    discovery,
+    jwks,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct IdpLabels {
+    endpoint: IdpEndpoint,
+    result: FetchResult,
+}
+
+/// Every metric of the process, registered once at startup and shared behind an `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    checks: Family<CheckLabels, Counter>,
+    check_duration: Family<DurationLabels, Histogram>,
+    jwks_fetches: Family<FetchLabels, Counter>,
+    token_cache: Family<CacheLabels, Counter>,
+    idp_duration: Family<IdpLabels, Histogram>,
+    ready: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        let checks = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "checks",
+            "Authorization checks by route, decision and reason",
+            checks.clone(),
+        );
+        // From 50 us to ~0.8 s: cached checks sit in the first buckets, IdP round trips in the last.
+        let check_duration = Family::<DurationLabels, Histogram>::new_with_constructor(
+            (|| {
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    0.00005, 2.5, 12,
+                ))
+            }) as fn() -> Histogram,
+        );
+        registry.register(
+            "check_duration_seconds",
+            "Time to decide one authorization check",
+            check_duration.clone(),
+        );
+        let jwks_fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "JWKS fetches by trigger and result",
+            jwks_fetches.clone(),
+        );
+        let token_cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "token_cache_requests",
+            "Validated-token cache lookups by result",
+            token_cache.clone(),
+        );
+        let idp_duration = Family::<IdpLabels, Histogram>::new_with_constructor(
+            (|| {
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    0.005, 2.0, 11,
+                ))
+            }) as fn() -> Histogram,
+        );
+        registry.register(
+            "idp_request_duration_seconds",
+            "Calls to the identity provider by endpoint and result",
+            idp_duration.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 once discovery and keys of every issuer are loaded",
+            ready.clone(),
+        );
+        let build = prometheus_client::metrics::info::Info::new(vec![(
+            "version",
+            env!("CARGO_PKG_VERSION"),
+        )]);
+        registry.register("build", "portcullis build information", build);
+        Self {
+            registry,
+            checks,
+            check_duration,
+            jwks_fetches,
+            token_cache,
+            idp_duration,
+            ready,
+        }
+    }
+
+    pub fn record_check(&self, decision: &Decision, elapsed: Duration) {
+        let (label, reason) = match decision {
+            Decision::Allow(a) => (DecisionLabel::allow, a.reason.as_str()),
+            Decision::Deny(d) => (DecisionLabel::deny, d.reason.as_str()),
+        };
+        self.checks
+            .get_or_create(&CheckLabels {
+                route: decision.route().clone(),
+                decision: label,
+                reason,
+            })
+            .inc();
+        self.check_duration
+            .get_or_create(&DurationLabels { decision: label })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn jwks_fetch(&self, trigger: FetchTrigger, result: FetchResult) {
+        self.jwks_fetches
+            .get_or_create(&FetchLabels { trigger, result })
+            .inc();
+    }
+
+    pub fn token_cache(&self, result: CacheResult) {
+        self.token_cache
+            .get_or_create(&CacheLabels { result })
+            .inc();
+    }
+
+    pub fn idp_call(&self, endpoint: IdpEndpoint, result: FetchResult, elapsed: Duration) {
+        self.idp_duration
+            .get_or_create(&IdpLabels { endpoint, result })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// The Prometheus text exposition (format 0.0.4), what `/metrics` serves.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;

@@ -1,0 +1,112 @@
+//! One HTTP client for every call to an IdP: timeouts, a size cap on answers, and a metric per call.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use url::Url;
+
+use crate::metrics::{FetchResult, IdpEndpoint, Metrics};
+
+/// IdP answers larger than this are refused: a JWKS or discovery document is a few KiB.
+const MAX_BODY: usize = 512 * 1024;
+
+#[derive(Debug, Error)]
+pub enum IdpError {
+    #[error("{url}: {kind}")]
+    Request { url: String, kind: &'static str },
+    #[error("{url}: HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: answer larger than {MAX_BODY} bytes")]
+    TooLarge { url: String },
+    #[error("{url}: not a valid document: {detail}")]
+    Document { url: String, detail: String },
+}
+
+#[derive(Clone)]
+pub struct IdpClient {
+    http: reqwest::Client,
+    metrics: Arc<Metrics>,
+}
+
+impl IdpClient {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(5))
+            // A redirect to another host could hand us someone else's keys.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the TLS backend is built in");
+        Self { http, metrics }
+    }
+
+    /// GET a JSON document, with the body capped at [`MAX_BODY`].
+    pub async fn get_json(
+        &self,
+        endpoint: IdpEndpoint,
+        url: &Url,
+    ) -> Result<bytes::Bytes, IdpError> {
+        let started = Instant::now();
+        let result = self.get_bounded(url).await;
+        let label = if result.is_ok() {
+            FetchResult::ok
+        } else {
+            FetchResult::error
+        };
+        self.metrics.idp_call(endpoint, label, started.elapsed());
+        result
+    }
+
+    async fn get_bounded(&self, url: &Url) -> Result<bytes::Bytes, IdpError> {
+        let shown = || url.as_str().to_owned();
+        let mut response = self
+            .http
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| IdpError::Request {
+                url: shown(),
+                kind: request_error_kind(&e),
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(IdpError::Status {
+                url: shown(),
+                status: status.as_u16(),
+            });
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY as u64)
+        {
+            return Err(IdpError::TooLarge { url: shown() });
+        }
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| IdpError::Request {
+            url: shown(),
+            kind: request_error_kind(&e),
+        })? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(IdpError::TooLarge { url: shown() });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+}
+
+/// A short, bounded description: reqwest's own messages can be long chains.
+fn request_error_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "broken answer"
+    } else {
+        "request failed"
+    }
+}

@@ -1,0 +1,360 @@
+//! Token validation against every applicable negative case of RFC 8725 and OIDC Core 3.1.3.7.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::metrics::Metrics;
+use crate::oidc::IdpClient;
+
+const ISS: &str = "https://tenant.example.com/";
+const AUD: &str = "https://amundsen/api";
+
+fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/keys/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn verifier() -> Verifier {
+    let metrics = Arc::new(Metrics::new());
+    // Port 9 on loopback refuses at once: an unknown kid's refetch fails fast and keeps the set.
+    let cache = JwksCache::fixed(
+        "http://127.0.0.1:9/jwks".parse().unwrap(),
+        IdpClient::new(metrics.clone()),
+        metrics.clone(),
+        Duration::from_secs(3600),
+    );
+    let jwks = format!(
+        r#"{{"keys": [{}, {}]}}"#,
+        fixture("rs256-a.pub.jwk.json"),
+        fixture("es256-a.pub.jwk.json")
+    );
+    cache.install(keys::KeySet::from_json(jwks.as_bytes()).unwrap());
+    let issuer = Issuer::new(
+        ISS,
+        &[AUD.to_owned()],
+        Arc::new(cache),
+        Duration::from_secs(30),
+    );
+    Verifier::new(
+        vec![issuer],
+        IdentityClaims {
+            user_id_claim: "email".into(),
+            groups_claim: "groups".into(),
+        },
+        Duration::from_secs(30),
+        TokenCache::new(100, Duration::from_secs(300)),
+        metrics,
+    )
+}
+
+fn claims() -> Value {
+    let now = now_secs();
+    json!({
+        "iss": ISS, "aud": [AUD, format!("{ISS}userinfo")], "sub": "auth0|123",
+        "iat": now, "exp": now + 300, "email": "alice@example.com", "email_verified": true,
+        "groups": ["ops"],
+    })
+}
+
+fn sign(key: &str, alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
+    let pem = fixture(&format!("{key}.pem"));
+    let enc = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        _ => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    };
+    let mut h = Header::new(alg);
+    h.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&h, claims, &enc).unwrap()
+}
+
+fn rs(claims: &Value) -> String {
+    sign("rs256-a", Algorithm::RS256, Some("rs256-a"), claims)
+}
+
+fn with(f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
+    let mut c = claims();
+    f(c.as_object_mut().unwrap());
+    c
+}
+
+fn b64(v: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+}
+
+/// A token with a hand-made header and payload, signed (or not) as given.
+fn raw(header: Value, payload: &Value, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(payload.to_string().as_bytes()),
+        b64(signature)
+    )
+}
+
+async fn verify(token: &str) -> Result<Arc<crate::authz::Principal>, TokenRejection> {
+    verifier().verify(token).await
+}
+
+#[tokio::test]
+async fn a_valid_rs256_token_yields_the_principal() {
+    let p = verify(&rs(&claims())).await.unwrap();
+    assert_eq!(p.subject, "auth0|123");
+    assert_eq!(p.user, "alice@example.com");
+    assert_eq!(p.email.as_deref(), Some("alice@example.com"));
+    assert_eq!(p.groups, ["ops"]);
+}
+
+#[tokio::test]
+async fn a_valid_es256_token_is_accepted() {
+    let t = sign("es256-a", Algorithm::ES256, Some("es256-a"), &claims());
+    assert!(verify(&t).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_single_string_audience_is_accepted() {
+    assert!(
+        verify(&rs(&with(|c| {
+            c.insert("aud".into(), json!(AUD));
+        })))
+        .await
+        .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn alg_none_is_refused() {
+    let t = raw(json!({"alg": "none", "kid": "rs256-a"}), &claims(), b"");
+    // An empty signature part is not even a well-formed JWS here.
+    assert_eq!(verify(&t).await.unwrap_err(), TokenRejection::Malformed);
+    let t = raw(json!({"alg": "none", "kid": "rs256-a"}), &claims(), b"x");
+    assert_eq!(verify(&t).await.unwrap_err(), TokenRejection::Malformed);
+}
+
+#[tokio::test]
+async fn hmac_with_the_public_key_as_secret_is_refused() {
+    // RFC 8725 2.1: the classic key-confusion attack.
+    let secret = fixture("rs256-a.pub.jwk.json");
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some("rs256-a".into());
+    let t = jsonwebtoken::encode(
+        &h,
+        &claims(),
+        &EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        verify(&t).await.unwrap_err(),
+        TokenRejection::AlgorithmNotAllowed
+    );
+}
+
+#[tokio::test]
+async fn an_algorithm_the_key_does_not_allow_is_refused() {
+    // RS256 header naming the EC key; and ES256 header naming the RSA key.
+    let t = sign("rs256-a", Algorithm::RS256, Some("es256-a"), &claims());
+    assert_eq!(
+        verify(&t).await.unwrap_err(),
+        TokenRejection::AlgorithmNotAllowed
+    );
+    let t = sign("es256-a", Algorithm::ES256, Some("rs256-a"), &claims());
+    assert_eq!(
+        verify(&t).await.unwrap_err(),
+        TokenRejection::AlgorithmNotAllowed
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_signature_is_refused() {
+    let t = sign("rs256-b", Algorithm::RS256, Some("rs256-a"), &claims());
+    assert_eq!(verify(&t).await.unwrap_err(), TokenRejection::BadSignature);
+}
+
+#[tokio::test]
+async fn a_tampered_payload_is_refused() {
+    let t = rs(&claims());
+    let parts: Vec<&str> = t.split('.').collect();
+    let forged = with(|c| {
+        c.insert("email".into(), json!("mallory@example.com"));
+    });
+    let t = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(forged.to_string().as_bytes()),
+        parts[2]
+    );
+    assert_eq!(verify(&t).await.unwrap_err(), TokenRejection::BadSignature);
+}
+
+#[tokio::test]
+async fn an_unknown_kid_is_refused() {
+    let t = sign("rs256-b", Algorithm::RS256, Some("rs256-b"), &claims());
+    assert_eq!(verify(&t).await.unwrap_err(), TokenRejection::UnknownKey);
+}
+
+#[tokio::test]
+async fn a_missing_kid_is_refused_when_the_set_is_ambiguous() {
+    let t = sign("rs256-a", Algorithm::RS256, None, &claims());
+    assert_eq!(verify(&t).await.unwrap_err(), TokenRejection::UnknownKey);
+}
+
+#[tokio::test]
+async fn unknown_critical_headers_are_refused() {
+    let t = rs(&claims());
+    let (_, rest) = t.split_once('.').unwrap();
+    let header = b64(
+        json!({"alg": "RS256", "kid": "rs256-a", "crit": ["exp"], "exp": 1})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(
+        verify(&format!("{header}.{rest}")).await.unwrap_err(),
+        TokenRejection::Malformed
+    );
+}
+
+#[tokio::test]
+async fn expiry_is_checked_with_leeway() {
+    let now = now_secs();
+    let t = rs(&with(|c| {
+        c.insert("exp".into(), json!(now - 10));
+    }));
+    assert!(verify(&t).await.is_ok(), "within the 30 s leeway");
+    let t = rs(&with(|c| {
+        c.insert("exp".into(), json!(now - 120));
+    }));
+    assert_eq!(verify(&t).await.unwrap_err(), TokenRejection::Expired);
+}
+
+#[tokio::test]
+async fn not_before_and_issued_at_in_the_future_are_refused() {
+    let now = now_secs();
+    let t = rs(&with(|c| {
+        c.insert("nbf".into(), json!(now + 120));
+    }));
+    assert_eq!(verify(&t).await.unwrap_err(), TokenRejection::NotYetValid);
+    let t = rs(&with(|c| {
+        c.insert("iat".into(), json!(now + 120));
+    }));
+    assert_eq!(verify(&t).await.unwrap_err(), TokenRejection::NotYetValid);
+    let t = rs(&with(|c| {
+        c.insert("nbf".into(), json!(now + 10));
+    }));
+    assert!(verify(&t).await.is_ok(), "within the leeway");
+}
+
+#[tokio::test]
+async fn wrongly_typed_claims_are_refused() {
+    let now = now_secs();
+    for (claim, value) in [
+        ("nbf", json!((now + 3600).to_string())),
+        ("nbf", json!(true)),
+        ("exp", json!((now + 300).to_string())),
+        ("iat", json!("yesterday")),
+        ("sub", json!(123)),
+        ("iss", json!([ISS])),
+        ("aud", json!(42)),
+    ] {
+        let t = rs(&with(|c| {
+            c.insert(claim.into(), value.clone());
+        }));
+        let got = verify(&t).await;
+        assert!(
+            matches!(
+                got,
+                Err(TokenRejection::InvalidClaims | TokenRejection::WrongAudience)
+            ),
+            "{claim}={value}: {got:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn required_claims_must_be_present() {
+    for claim in ["exp", "iss", "aud", "sub"] {
+        let t = rs(&with(|c| {
+            c.remove(claim);
+        }));
+        let got = verify(&t).await.unwrap_err();
+        assert!(
+            matches!(
+                got,
+                TokenRejection::InvalidClaims | TokenRejection::WrongAudience
+            ),
+            "{claim}: {got:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn audience_and_issuer_must_match() {
+    let t = rs(&with(|c| {
+        c.insert("aud".into(), json!(["https://other/api"]));
+    }));
+    assert_eq!(verify(&t).await.unwrap_err(), TokenRejection::WrongAudience);
+    let t = rs(&with(|c| {
+        c.insert("iss".into(), json!("https://evil.example.com/"));
+    }));
+    assert_eq!(verify(&t).await.unwrap_err(), TokenRejection::UnknownIssuer);
+    // The issuer string must be exact, trailing slash included.
+    let t = rs(&with(|c| {
+        c.insert("iss".into(), json!("https://tenant.example.com"));
+    }));
+    assert_eq!(verify(&t).await.unwrap_err(), TokenRejection::UnknownIssuer);
+}
+
+#[tokio::test]
+async fn shape_and_size_are_checked_before_decoding() {
+    assert_eq!(verify("a.b").await.unwrap_err(), TokenRejection::Malformed);
+    assert_eq!(
+        verify("a.b.c.d").await.unwrap_err(),
+        TokenRejection::Malformed
+    );
+    assert_eq!(verify("a..c").await.unwrap_err(), TokenRejection::Malformed);
+    assert_eq!(
+        verify("a+b.c.d").await.unwrap_err(),
+        TokenRejection::Malformed
+    );
+    assert_eq!(
+        verify("not-json.not-json.sig").await.unwrap_err(),
+        TokenRejection::Malformed
+    );
+    let huge = format!(
+        "{}.{}.{}",
+        "a".repeat(4000),
+        "b".repeat(4000),
+        "c".repeat(400)
+    );
+    assert_eq!(verify(&huge).await.unwrap_err(), TokenRejection::TooLarge);
+}
+
+#[tokio::test]
+async fn a_repeated_token_is_served_from_the_cache() {
+    let v = verifier();
+    let t = rs(&claims());
+    let first = v.verify(&t).await.unwrap();
+    let second = v.verify(&t).await.unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &second),
+        "the second check must come from the cache"
+    );
+    let scrape = v.metrics.encode();
+    assert!(
+        scrape.contains("portcullis_token_cache_requests_total{result=\"hit\"} 1"),
+        "{scrape}"
+    );
+}
+
+#[tokio::test]
+async fn an_unverified_email_does_not_become_the_user() {
+    let t = rs(&with(|c| {
+        c.insert("email_verified".into(), json!(false));
+    }));
+    let p = verify(&t).await.unwrap();
+    assert_eq!(p.email, None);
+    assert_eq!(p.user, "auth0|123");
+}

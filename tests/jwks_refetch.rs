@@ -1,0 +1,307 @@
+//! The JWKS cache seen from outside: a real HTTP JWKS server on loopback, portcullis's gRPC service
+//! in-process, and a real tonic client. Fetches are counted at the server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis::config::{Config, Env};
+use portcullis::proto::{AttributeContext, AuthorizationClient, CheckRequest, attribute_context};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, oneshot};
+
+const AUD: &str = "https://amundsen.example/api";
+/// A little more than the `jwks_min_refetch_interval: 2s` the harness configures.
+const REFETCH_INTERVAL_PASSED: Duration = Duration::from_millis(2100);
+
+fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/keys/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A JWKS document with the public halves of the named fixture keys.
+fn jwks(keys: &[&str]) -> String {
+    let keys: Vec<String> = keys
+        .iter()
+        .map(|k| fixture(&format!("{k}.pub.jwk.json")))
+        .collect();
+    format!(r#"{{"keys": [{}]}}"#, keys.join(","))
+}
+
+#[derive(Default)]
+struct Idp {
+    issuer: Mutex<String>,
+    jwks: Mutex<String>,
+    jwks_fetches: AtomicUsize,
+    discovery_fetches: AtomicUsize,
+    down: AtomicBool,
+    delay_ms: AtomicU64,
+}
+
+async fn discovery(State(idp): State<Arc<Idp>>) -> impl IntoResponse {
+    idp.discovery_fetches.fetch_add(1, Ordering::SeqCst);
+    if idp.down.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, String::new());
+    }
+    let issuer = idp.issuer.lock().await.clone();
+    (
+        StatusCode::OK,
+        json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks"),
+               "authorization_endpoint": format!("{issuer}/authorize"), "token_endpoint": format!("{issuer}/token")})
+        .to_string(),
+    )
+}
+
+async fn keys(State(idp): State<Arc<Idp>>) -> impl IntoResponse {
+    idp.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let delay = idp.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if idp.down.load(Ordering::SeqCst) {
+        return (StatusCode::BAD_GATEWAY, String::new());
+    }
+    (StatusCode::OK, idp.jwks.lock().await.clone())
+}
+
+struct Harness {
+    idp: Arc<Idp>,
+    issuer: String,
+    client: AuthorizationClient<tonic::transport::Channel>,
+    admin: String,
+    stop: Option<oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Harness {
+    /// Starts the IdP with `initial` keys, then portcullis; returns once portcullis is ready
+    /// (`wait_ready`) or right away.
+    async fn start(initial: &[&str], delay_ms: u64, wait_ready: bool) -> Self {
+        let h = Self::start_with(initial, delay_ms, false).await;
+        if wait_ready {
+            h.wait_ready().await;
+        }
+        h
+    }
+
+    /// Like `start`, with the IdP failing from the beginning when `down`.
+    async fn start_with(initial: &[&str], delay_ms: u64, down: bool) -> Self {
+        let idp = Arc::new(Idp::default());
+        idp.down.store(down, Ordering::SeqCst);
+        *idp.jwks.lock().await = jwks(initial);
+        idp.delay_ms.store(delay_ms, Ordering::SeqCst);
+        let idp_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", idp_listener.local_addr().unwrap());
+        *idp.issuer.lock().await = issuer.clone();
+        let app = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(keys))
+            .with_state(idp.clone());
+        tokio::spawn(async move { axum::serve(idp_listener, app).await });
+
+        let yaml = format!(
+            "provider: {{issuer: '{issuer}', client_id: amundsen, jwks_min_refetch_interval: 2s}}\n\
+             bearer: [{{issuer: '{issuer}', audiences: ['{AUD}']}}]\n\
+             routes: [{{name: api, path_prefix: /, action: api}}]\n"
+        );
+        let config = Config::from_yaml(&yaml, &Env::new(), None).unwrap();
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_addr = grpc.local_addr().unwrap();
+        let admin_addr = format!("http://{}", admin.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(portcullis::app::run(config, grpc, admin, async move {
+            let _ = stopped.await;
+        }));
+        let client = AuthorizationClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .unwrap();
+        Self {
+            idp,
+            issuer,
+            client,
+            admin: admin_addr,
+            stop: Some(stop),
+            served,
+        }
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..100 {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.admin)).await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("portcullis did not become ready");
+    }
+
+    fn token(&self, key: &str, kid: &str) -> String {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = json!({"iss": self.issuer, "aud": AUD, "sub": "u1", "email": "u1@example.com",
+                            "iat": now, "exp": now + 300, "jti": rand_jti()});
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        let key = EncodingKey::from_rsa_pem(fixture(&format!("{key}.pem")).as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
+    /// The HTTP status Envoy would answer with (200 for allow).
+    async fn check(&self, token: &str) -> i32 {
+        let mut client = self.client.clone();
+        let mut http = attribute_context::HttpRequest {
+            method: "GET".into(),
+            host: "amundsen.example".into(),
+            path: "/api/x".into(),
+            ..Default::default()
+        };
+        http.headers
+            .insert("authorization".into(), format!("Bearer {token}"));
+        let req = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(http),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let resp = client.check(req).await.unwrap().into_inner();
+        match resp.http_response {
+            Some(portcullis::proto::check_response::HttpResponse::OkResponse(_)) => 200,
+            Some(portcullis::proto::check_response::HttpResponse::DeniedResponse(d)) => {
+                d.status.unwrap().code
+            }
+            None => panic!("no http_response"),
+        }
+    }
+
+    fn jwks_fetches(&self) -> usize {
+        self.idp.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.served.await.unwrap().unwrap();
+    }
+}
+
+/// Makes every minted token unique, so none is served from the token cache.
+fn rand_jti() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+#[tokio::test]
+async fn rotation_is_picked_up_on_the_first_token_with_the_new_kid() {
+    let h = Harness::start(&["rs256-a"], 0, true).await;
+    assert_eq!(h.check(&h.token("rs256-a", "rs256-a")).await, 200);
+    assert_eq!(h.jwks_fetches(), 1);
+
+    // The IdP rotates: b is published, a withdrawn.
+    *h.idp.jwks.lock().await = jwks(&["rs256-b"]);
+    tokio::time::sleep(REFETCH_INTERVAL_PASSED).await;
+    assert_eq!(h.check(&h.token("rs256-b", "rs256-b")).await, 200);
+    assert_eq!(h.jwks_fetches(), 2, "one refetch for the new kid");
+    // A fresh token with the withdrawn key is refused: the set was replaced whole.
+    assert_eq!(h.check(&h.token("rs256-a", "rs256-a")).await, 401);
+    assert_eq!(
+        h.jwks_fetches(),
+        2,
+        "the refused kid is within the refetch interval"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_kid_flood_costs_at_most_one_fetch_per_interval() {
+    let h = Harness::start(&["rs256-a"], 0, true).await;
+    tokio::time::sleep(REFETCH_INTERVAL_PASSED).await;
+    let before = h.jwks_fetches();
+    let tokens: Vec<String> = (0..200)
+        .map(|i| h.token("rs256-b", &format!("attacker-{i}")))
+        .collect();
+    let tasks: Vec<_> = tokens.iter().map(|t| h.check(t)).collect();
+    let statuses = futures::future::join_all(tasks).await;
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    let used = h.jwks_fetches() - before;
+    assert_eq!(
+        used, 1,
+        "200 unknown kids in one interval: exactly one refetch"
+    );
+    // A second wave within the interval fetches nothing at all.
+    assert_eq!(h.check(&h.token("rs256-b", "attacker-x")).await, 401);
+    assert_eq!(h.jwks_fetches() - before, 1);
+    // Valid tokens were never blocked by the flood.
+    assert_eq!(h.check(&h.token("rs256-a", "rs256-a")).await, 200);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_last_good_keys_are_kept_when_the_idp_goes_down() {
+    let h = Harness::start(&["rs256-a"], 0, true).await;
+    h.idp.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(REFETCH_INTERVAL_PASSED).await;
+    // An unknown kid makes portcullis try the (now failing) IdP once...
+    assert_eq!(h.check(&h.token("rs256-b", "rs256-b")).await, 401);
+    assert_eq!(h.jwks_fetches(), 2);
+    // ...and the failed fetch did not throw away the keys it had.
+    assert_eq!(h.check(&h.token("rs256-a", "rs256-a")).await, 200);
+    let metrics = reqwest::get(format!("{}/metrics", h.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("portcullis_jwks_fetches_total{trigger=\"unknown_kid\",result=\"error\"} 1"),
+        "{metrics}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_concurrent_cold_start_fetches_once() {
+    // The JWKS answer is slow, so every check below arrives while the first fetch is under way.
+    let h = Harness::start(&["rs256-a"], 400, false).await;
+    let token = h.token("rs256-a", "rs256-a");
+    let tasks: Vec<_> = (0..50).map(|_| h.check(&token)).collect();
+    let statuses = futures::future::join_all(tasks).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        h.jwks_fetches(),
+        1,
+        "50 concurrent cold checks share one fetch"
+    );
+    assert_eq!(h.idp.discovery_fetches.load(Ordering::SeqCst), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_idp_down_at_start_means_not_ready_and_503_until_it_answers() {
+    let h = Harness::start_with(&["rs256-a"], 0, true).await;
+    let ready = reqwest::get(format!("{}/readyz", h.admin))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(ready, 503);
+    assert_eq!(h.check(&h.token("rs256-a", "rs256-a")).await, 503);
+    h.idp.down.store(false, Ordering::SeqCst);
+    h.wait_ready().await; // the background retry loads the keys
+    assert_eq!(h.check(&h.token("rs256-a", "rs256-a")).await, 200);
+    h.stop().await;
+}
