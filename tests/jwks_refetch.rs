@@ -168,10 +168,7 @@ impl Harness {
             .insert("authorization".into(), format!("Bearer {token}"));
         let req = CheckRequest {
             attributes: Some(AttributeContext {
-                request: Some(attribute_context::Request {
-                    http: Some(http),
-                    ..Default::default()
-                }),
+                request: Some(attribute_context::Request { http: Some(http) }),
                 ..Default::default()
             }),
         };
