@@ -192,12 +192,17 @@ pub async fn run(
     let admin = tokio::spawn(async move { admin.await });
 
     shutdown.await;
-    tracing::info!("shutting down: health NOT_SERVING, finishing in-flight checks");
+    tracing::info!(
+        drain_delay = ?config.listen.drain_delay,
+        "shutting down: health NOT_SERVING, then finishing in-flight checks"
+    );
     readiness.draining.store(true, Ordering::Release);
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
     metrics.set_ready(false);
+    // Keep answering while load balancers notice NOT_SERVING, then stop accepting.
+    tokio::time::sleep(config.listen.drain_delay).await;
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(DRAIN_LIMIT, async { (grpc.await, admin.await) }).await;
     match drained {

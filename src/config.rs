@@ -58,6 +58,10 @@ struct FileConfig {
 struct ListenFile {
     grpc: SocketAddr,
     admin: SocketAddr,
+    /// After SIGTERM, how long to keep answering while reporting NOT_SERVING, so load balancers
+    /// (Envoy health checks, Kubernetes endpoints) stop sending before the listeners close.
+    #[serde(with = "humantime_serde")]
+    drain_delay: Duration,
 }
 
 impl Default for ListenFile {
@@ -65,6 +69,7 @@ impl Default for ListenFile {
         Self {
             grpc: ([0, 0, 0, 0], 9001).into(),
             admin: ([0, 0, 0, 0], 9090).into(),
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -326,6 +331,7 @@ pub struct Config {
 pub struct Listen {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
+    pub drain_delay: Duration,
 }
 
 #[derive(Debug)]
@@ -649,6 +655,9 @@ fn validate(file: FileConfig, base: Option<&Path>, problems: &mut Vec<String>) -
     if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
         problems.push(format!("log.level: {:?} is not a valid filter", log.level));
     }
+    if file.listen.drain_delay > Duration::from_secs(60) {
+        problems.push("listen.drain_delay: at most 60s".into());
+    }
     if file.listen.grpc == file.listen.admin {
         problems.push("listen: grpc and admin must use different ports".into());
     }
@@ -656,6 +665,7 @@ fn validate(file: FileConfig, base: Option<&Path>, problems: &mut Vec<String>) -
         listen: Listen {
             grpc: file.listen.grpc,
             admin: file.listen.admin,
+            drain_delay: file.listen.drain_delay,
         },
         provider,
         bearer,

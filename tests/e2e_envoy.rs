@@ -38,7 +38,13 @@ impl Stack {
             dir.clone(),
         )
         .await;
-        let envoy = Envoy::shipped("envoy/envoy.yaml", portcullis.grpc_port, upstream.port, dir.clone()).await;
+        let envoy = Envoy::shipped(
+            "envoy/envoy.yaml",
+            portcullis.grpc_port,
+            upstream.port,
+            dir.clone(),
+        )
+        .await;
         Self {
             op,
             portcullis,
@@ -95,14 +101,30 @@ async fn a_valid_token_reaches_the_upstream_with_trusted_identity_headers() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     let seen = s.upstream.last();
-    let all = |name: &str| seen.get_all(name).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let all = |name: &str| {
+        seen.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(all("x-auth-request-email"), ["alice@example.com"]);
     assert_eq!(all("x-auth-request-user"), ["alice@example.com"]);
-    assert!(all("x-auth-request-groups").is_empty(), "the token has no groups: the spoofed header is removed");
+    assert!(
+        all("x-auth-request-groups").is_empty(),
+        "the token has no groups: the spoofed header is removed"
+    );
     // The same token again is served from portcullis's cache and still gets the same headers.
-    let r = s.get("/api/tables").bearer_auth(&token).send().await.unwrap();
+    let r = s
+        .get("/api/tables")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(s.upstream.last()["x-auth-request-email"], "alice@example.com");
+    assert_eq!(
+        s.upstream.last()["x-auth-request-email"],
+        "alice@example.com"
+    );
 }
 
 #[tokio::test]
@@ -128,9 +150,18 @@ async fn a_public_path_needs_no_token_and_a_deny_route_is_403() {
     let r = s.get("/healthcheck").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let r = s.get("/healthcheckX").send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "only whole segments match a prefix");
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "only whole segments match a prefix"
+    );
     let token = s.token("rs256-a", json!({}));
-    let r = s.get("/admin/users").bearer_auth(&token).send().await.unwrap();
+    let r = s
+        .get("/admin/users")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
 
@@ -148,8 +179,17 @@ async fn a_public_prefix_never_reaches_a_protected_path() {
     ] {
         let r = s.get(path).send().await.unwrap();
         let status = r.status();
-        let reached = s.upstream.seen.lock().unwrap().iter().any(|(uri, _)| uri.contains("api"));
-        assert!(!reached, "{path}: the upstream saw a protected path without a token (status {status})");
+        let reached = s
+            .upstream
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(uri, _)| uri.contains("api"));
+        assert!(
+            !reached,
+            "{path}: the upstream saw a protected path without a token (status {status})"
+        );
     }
 }
 
@@ -158,22 +198,49 @@ async fn a_public_prefix_never_reaches_a_protected_path() {
 async fn bad_tokens_are_401() {
     let s = Stack::start().await;
     let cases = [
-        ("expired", s.token("rs256-a", json!({"exp": now() - 600, "iat": now() - 900}))),
-        ("wrong audience", s.token("rs256-a", json!({"aud": "https://other.example/api"}))),
+        (
+            "expired",
+            s.token("rs256-a", json!({"exp": now() - 600, "iat": now() - 900})),
+        ),
+        (
+            "wrong audience",
+            s.token("rs256-a", json!({"aud": "https://other.example/api"})),
+        ),
         ("unknown key", s.token("rs256-b", json!({}))),
-        ("wrong issuer", s.token("rs256-a", json!({"iss": "https://evil.example/"}))),
+        (
+            "wrong issuer",
+            s.token("rs256-a", json!({"iss": "https://evil.example/"})),
+        ),
         ("garbage", "not-a-jwt".to_owned()),
     ];
     for (what, token) in cases {
-        let r = s.get("/api/tables").bearer_auth(&token).send().await.unwrap();
+        let r = s
+            .get("/api/tables")
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
     }
     assert_eq!(s.upstream.count(), 0);
     // Each refusal is counted with its bounded reason.
-    let metrics = reqwest::get(format!("{}/metrics", s.portcullis.admin)).await.unwrap().text().await.unwrap();
-    for reason in ["token_expired", "token_wrong_audience", "token_unknown_key", "token_unknown_issuer", "token_malformed"] {
+    let metrics = reqwest::get(format!("{}/metrics", s.portcullis.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in [
+        "token_expired",
+        "token_wrong_audience",
+        "token_unknown_key",
+        "token_unknown_issuer",
+        "token_malformed",
+    ] {
         assert!(
-            metrics.contains(&format!("route=\"api\",decision=\"deny\",reason=\"{reason}\"")),
+            metrics.contains(&format!(
+                "route=\"api\",decision=\"deny\",reason=\"{reason}\""
+            )),
             "{reason} missing from\n{metrics}"
         );
     }
@@ -184,8 +251,20 @@ async fn bad_tokens_are_401() {
 async fn envoy_fails_closed_when_portcullis_is_gone() {
     let mut s = Stack::start().await;
     let token = s.token("rs256-a", json!({}));
-    assert_eq!(s.get("/api/x").bearer_auth(&token).send().await.unwrap().status(), StatusCode::OK);
-    let status = s.portcullis.proc.terminate().expect("portcullis stops on SIGTERM");
+    assert_eq!(
+        s.get("/api/x")
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let status = s
+        .portcullis
+        .proc
+        .terminate()
+        .expect("portcullis stops on SIGTERM");
     assert!(status.success(), "graceful exit, got {status:?}");
     for path in ["/api/x", "/", "/healthcheck"] {
         let r = s.get(path).bearer_auth(&token).send().await.unwrap();
@@ -201,7 +280,12 @@ async fn the_metrics_pass_promtool() {
     let token = s.token("rs256-a", json!({}));
     s.get("/api/x").bearer_auth(&token).send().await.unwrap();
     s.get("/api/x").send().await.unwrap();
-    let scrape = reqwest::get(format!("{}/metrics", s.portcullis.admin)).await.unwrap().text().await.unwrap();
+    let scrape = reqwest::get(format!("{}/metrics", s.portcullis.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "portcullis_checks_total",
         "portcullis_check_duration_seconds_bucket",
@@ -220,7 +304,12 @@ async fn the_metrics_pass_promtool() {
         .spawn()
         .expect("promtool is installed by scripts/setup");
     use std::io::Write as _;
-    child.stdin.take().unwrap().write_all(scrape.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -242,7 +331,12 @@ fn every_shipped_envoy_config_validates() {
                 .arg(&path)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}:\n{}", path.display(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}:\n{}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             checked += 1;
         }
     }

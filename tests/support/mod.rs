@@ -20,11 +20,19 @@ pub fn repo() -> PathBuf {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn need(path: &Path) -> PathBuf {
-    assert!(path.exists(), "{} is missing: run scripts/setup first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup first",
+        path.display()
+    );
     path.to_owned()
 }
 
@@ -50,7 +58,12 @@ impl Proc {
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Self { name, child, log, _dir: dir }
+        Self {
+            name,
+            child,
+            log,
+            _dir: dir,
+        }
     }
 
     pub fn log(&self) -> String {
@@ -59,7 +72,9 @@ impl Proc {
 
     /// SIGTERM, then wait (at most 15 s) for the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -95,7 +110,12 @@ pub async fn wait_for(url: &str, what: &str, procs: &mut [&mut Proc]) {
             return;
         }
         for p in procs.iter_mut() {
-            assert!(p.is_running(), "{} exited while waiting for {what}:\n{}", p.name, p.log());
+            assert!(
+                p.is_running(),
+                "{} exited while waiting for {what}:\n{}",
+                p.name,
+                p.log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -124,7 +144,10 @@ impl Op {
                 .env("OP_PORT", port.to_string())
                 .env("OP_AUTH0_PATHS", "1")
                 .env("OP_AUDIENCE", AUDIENCE)
-                .env("OP_JWKS_FILE", repo().join("tests/fixtures/keys/op-jwks.json")),
+                .env(
+                    "OP_JWKS_FILE",
+                    repo().join("tests/fixtures/keys/op-jwks.json"),
+                ),
             dir,
         );
         wait_for(
@@ -152,7 +175,9 @@ impl Portcullis {
         let path = dir.path().join(format!("portcullis-{grpc_port}.yaml"));
         std::fs::write(
             &path,
-            format!("listen: {{grpc: 127.0.0.1:{grpc_port}, admin: 127.0.0.1:{admin_port}}}\n{config}"),
+            format!(
+                "listen: {{grpc: 127.0.0.1:{grpc_port}, admin: 127.0.0.1:{admin_port}}}\n{config}"
+            ),
         )
         .unwrap();
         let mut proc = Proc::spawn(
@@ -165,7 +190,11 @@ impl Portcullis {
         );
         let admin = format!("http://127.0.0.1:{admin_port}");
         wait_for(&format!("{admin}/readyz"), "portcullis", &mut [&mut proc]).await;
-        Self { proc, grpc_port, admin }
+        Self {
+            proc,
+            grpc_port,
+            admin,
+        }
     }
 }
 
@@ -176,7 +205,12 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    pub async fn shipped(file: &str, portcullis_port: u16, upstream_port: u16, dir: Arc<tempfile::TempDir>) -> Self {
+    pub async fn shipped(
+        file: &str,
+        portcullis_port: u16,
+        upstream_port: u16,
+        dir: Arc<tempfile::TempDir>,
+    ) -> Self {
         let text = std::fs::read_to_string(repo().join(file)).unwrap();
         let mut config: Value = serde_yaml_ng::from_str(&text).unwrap();
         let listen = free_port();
@@ -193,20 +227,29 @@ impl Envoy {
                 Some(_) => upstream_port,
                 None => continue,
             };
-            let endpoint = &mut cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"];
+            let endpoint =
+                &mut cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"];
             set_port(&mut endpoint["address"]["socket_address"], port);
         }
         let path = dir.path().join(format!("envoy-{listen}.yaml"));
         std::fs::write(&path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
         let mut proc = Proc::spawn(
             "envoy",
-            Command::new(envoy_bin())
-                .arg("-c")
-                .arg(&path)
-                .args(["--disable-hot-restart", "--concurrency", "1", "-l", "warn"]),
+            Command::new(envoy_bin()).arg("-c").arg(&path).args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "-l",
+                "warn",
+            ]),
             dir,
         );
-        wait_for(&format!("http://127.0.0.1:{admin}/ready"), "Envoy", &mut [&mut proc]).await;
+        wait_for(
+            &format!("http://127.0.0.1:{admin}/ready"),
+            "Envoy",
+            &mut [&mut proc],
+        )
+        .await;
         Self {
             proc,
             url: format!("http://127.0.0.1:{listen}"),
@@ -237,7 +280,9 @@ impl Upstream {
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
             let seen = seen.clone();
             async move {
-                seen.lock().unwrap().push((req.uri().to_string(), req.headers().clone()));
+                seen.lock()
+                    .unwrap()
+                    .push((req.uri().to_string(), req.headers().clone()));
                 "upstream ok\n"
             }
         });
@@ -248,7 +293,13 @@ impl Upstream {
 
     /// The headers of the last request that reached the upstream.
     pub fn last(&self) -> HeaderMap {
-        self.seen.lock().unwrap().last().expect("the upstream saw no request").1.clone()
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .expect("the upstream saw no request")
+            .1
+            .clone()
     }
 
     pub fn count(&self) -> usize {
@@ -261,7 +312,12 @@ pub fn mint(key: &str, claims: &serde_json::Value) -> String {
     let pem = std::fs::read(repo().join(format!("tests/fixtures/keys/{key}.pem"))).unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some(key.to_owned());
-    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap()
 }
 
 pub fn now() -> u64 {

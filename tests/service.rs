@@ -1,5 +1,5 @@
-//! The JWKS cache seen from outside: a real HTTP JWKS server on loopback, portcullis's gRPC service
-//! in-process, and a real tonic client. Fetches are counted at the server.
+//! The service seen from outside: a real HTTP JWKS server on loopback, portcullis's gRPC service
+//! in-process, and real tonic clients (ext_authz and grpc.health.v1). Fetches are counted at the server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -16,6 +16,9 @@ use portcullis::proto::{AttributeContext, AuthorizationClient, CheckRequest, att
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 const AUD: &str = "https://amundsen.example/api";
 /// A little more than the `jwks_min_refetch_interval: 2s` the harness configures.
@@ -75,6 +78,7 @@ struct Harness {
     idp: Arc<Idp>,
     issuer: String,
     client: AuthorizationClient<tonic::transport::Channel>,
+    health: HealthClient<tonic::transport::Channel>,
     admin: String,
     stop: Option<oneshot::Sender<()>>,
     served: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -107,7 +111,8 @@ impl Harness {
         tokio::spawn(async move { axum::serve(idp_listener, app).await });
 
         let yaml = format!(
-            "provider: {{issuer: '{issuer}', client_id: amundsen, jwks_min_refetch_interval: 2s}}\n\
+            "listen: {{drain_delay: 1s}}\n\
+             provider: {{issuer: '{issuer}', client_id: amundsen, jwks_min_refetch_interval: 2s}}\n\
              bearer: [{{issuer: '{issuer}', audiences: ['{AUD}']}}]\n\
              routes: [{{name: api, path_prefix: /, action: api}}]\n"
         );
@@ -120,13 +125,18 @@ impl Harness {
         let served = tokio::spawn(portcullis::app::run(config, grpc, admin, async move {
             let _ = stopped.await;
         }));
-        let client = AuthorizationClient::connect(format!("http://{grpc_addr}"))
+        let channel = tonic::transport::Channel::from_shared(format!("http://{grpc_addr}"))
+            .unwrap()
+            .connect()
             .await
             .unwrap();
+        let client = AuthorizationClient::new(channel.clone());
+        let health = HealthClient::new(channel);
         Self {
             idp,
             issuer,
             client,
+            health,
             admin: admin_addr,
             stop: Some(stop),
             served,
@@ -157,29 +167,7 @@ impl Harness {
 
     /// The HTTP status Envoy would answer with (200 for allow).
     async fn check(&self, token: &str) -> i32 {
-        let mut client = self.client.clone();
-        let mut http = attribute_context::HttpRequest {
-            method: "GET".into(),
-            host: "amundsen.example".into(),
-            path: "/api/x".into(),
-            ..Default::default()
-        };
-        http.headers
-            .insert("authorization".into(), format!("Bearer {token}"));
-        let req = CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(attribute_context::Request { http: Some(http) }),
-                ..Default::default()
-            }),
-        };
-        let resp = client.check(req).await.unwrap().into_inner();
-        match resp.http_response {
-            Some(portcullis::proto::check_response::HttpResponse::OkResponse(_)) => 200,
-            Some(portcullis::proto::check_response::HttpResponse::DeniedResponse(d)) => {
-                d.status.unwrap().code
-            }
-            None => panic!("no http_response"),
-        }
+        check(self.client.clone(), token).await
     }
 
     fn jwks_fetches(&self) -> usize {
@@ -189,6 +177,31 @@ impl Harness {
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.served.await.unwrap().unwrap();
+    }
+}
+
+async fn check(mut client: AuthorizationClient<tonic::transport::Channel>, token: &str) -> i32 {
+    let mut http = attribute_context::HttpRequest {
+        method: "GET".into(),
+        host: "amundsen.example".into(),
+        path: "/api/x".into(),
+        ..Default::default()
+    };
+    http.headers
+        .insert("authorization".into(), format!("Bearer {token}"));
+    let req = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request { http: Some(http) }),
+            ..Default::default()
+        }),
+    };
+    let resp = client.check(req).await.unwrap().into_inner();
+    match resp.http_response {
+        Some(portcullis::proto::check_response::HttpResponse::OkResponse(_)) => 200,
+        Some(portcullis::proto::check_response::HttpResponse::DeniedResponse(d)) => {
+            d.status.unwrap().code
+        }
+        None => panic!("no http_response"),
     }
 }
 
@@ -301,4 +314,58 @@ async fn an_idp_down_at_start_means_not_ready_and_503_until_it_answers() {
     h.wait_ready().await; // the background retry loads the keys
     assert_eq!(h.check(&h.token("rs256-a", "rs256-a")).await, 200);
     h.stop().await;
+}
+
+impl Harness {
+    async fn health(&self) -> ServingStatus {
+        let r = self
+            .health
+            .clone()
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap();
+        r.into_inner().status()
+    }
+
+    async fn readyz(&self) -> u16 {
+        reqwest::get(format!("{}/readyz", self.admin))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+#[tokio::test]
+async fn health_follows_readiness() {
+    let h = Harness::start_with(&["rs256-a"], 0, true).await;
+    assert_eq!(h.health().await, ServingStatus::NotServing, "no keys yet");
+    h.idp.down.store(false, Ordering::SeqCst);
+    h.wait_ready().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.health().await, ServingStatus::Serving);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_reports_not_serving_then_lets_in_flight_checks_finish() {
+    let mut h = Harness::start(&["rs256-a"], 0, true).await;
+    tokio::time::sleep(REFETCH_INTERVAL_PASSED).await;
+    assert_eq!(h.health().await, ServingStatus::Serving);
+    // A check that waits on a slow IdP (an unknown kid refetches) is in flight when the signal comes.
+    h.idp.delay_ms.store(1500, Ordering::SeqCst);
+    let (client, token) = (h.client.clone(), h.token("rs256-b", "rs256-b"));
+    let slow = tokio::spawn(async move { check(client, &token).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = h.stop.take().unwrap().send(());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Draining (listen.drain_delay: 1s): NOT_SERVING and not ready, but checks are still answered.
+    assert_eq!(h.health().await, ServingStatus::NotServing);
+    assert_eq!(h.readyz().await, 503);
+    assert_eq!(h.check(&h.token("rs256-a", "rs256-a")).await, 200);
+    // The in-flight check gets its answer, and the service exits cleanly.
+    assert_eq!(slow.await.unwrap(), 401);
+    h.served.await.unwrap().unwrap();
 }
