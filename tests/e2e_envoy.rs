@@ -125,6 +125,8 @@ async fn a_valid_token_reaches_the_upstream_with_trusted_identity_headers() {
         s.upstream.last()["x-auth-request-email"],
         "alice@example.com"
     );
+    // Envoy's access log carries the identity from portcullis's dynamic metadata.
+    s.envoy.wait_for_log("email=alice@example.com").await;
 }
 
 #[tokio::test]
@@ -213,16 +215,27 @@ async fn bad_tokens_are_401() {
         ),
         ("garbage", "not-a-jwt".to_owned()),
     ];
-    for (what, token) in cases {
+    for (what, token) in &cases {
         let r = s
             .get("/api/tables")
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
     }
     assert_eq!(s.upstream.count(), 0);
+    s.envoy.wait_for_log("deny=token_expired").await;
+    // Tokens never reach a log, not even refused ones.
+    let log = s.portcullis.proc.log();
+    assert!(
+        log.contains("token_expired"),
+        "debug logs name the reason:\n{log}"
+    );
+    for (_, token) in &cases {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!log.contains(signature), "a token leaked into the log");
+    }
     // Each refusal is counted with its bounded reason.
     let metrics = reqwest::get(format!("{}/metrics", s.portcullis.admin))
         .await

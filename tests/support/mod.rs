@@ -257,6 +257,20 @@ impl Envoy {
     }
 }
 
+impl Envoy {
+    /// Waits (up to 5 s: Envoy flushes its access log about once a second) for `text` in its log.
+    pub async fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.proc.log().contains(text) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{text:?} not in Envoy's log:\n{}", self.proc.log());
+    }
+}
+
 fn set_port(socket_address: &mut Value, port: u16) {
     socket_address["address"] = Value::String("127.0.0.1".into());
     socket_address["port_value"] = Value::Number(port.into());
