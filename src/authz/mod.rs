@@ -156,3 +156,6 @@ fn push_header(out: &mut Vec<(Arc<str>, String)>, name: &Arc<str>, value: &str) 
         out.push((name.clone(), value.to_owned()));
     }
 }
+
+#[cfg(test)]
+mod tests;

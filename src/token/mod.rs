@@ -181,4 +181,6 @@ pub fn now_secs() -> u64 {
 }
 
 #[cfg(test)]
+pub(crate) mod test_support;
+#[cfg(test)]
 mod tests;

@@ -1,0 +1,171 @@
+//! The whole core, request in, decision out, with the fixture keys installed (no IdP, no Envoy).
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::policy::{PathMatch, Requirements, Route};
+use super::*;
+use crate::token::test_support::{claims, rs, verifier};
+
+fn route(name: &str, prefix: &str, action: Action) -> Route {
+    Route {
+        name: RouteName::new(name),
+        host: None,
+        path: PathMatch::Prefix(prefix.into()),
+        methods: None,
+        action,
+        require: Requirements::default(),
+    }
+}
+
+fn authorizer() -> Authorizer {
+    let mut ops = route("ops", "/ops", Action::Api);
+    ops.require.groups = vec!["ops".into()];
+    let mut finance = route("finance", "/finance", Action::Api);
+    finance.require.groups = vec!["finance".into()];
+    Authorizer::new(
+        Policy::new(vec![
+            route("health", "/healthcheck", Action::Public),
+            route("admin", "/admin", Action::Deny),
+            ops,
+            finance,
+            route("app", "/", Action::Login),
+        ]),
+        Arc::new(verifier()),
+        IdentityHeaders::new(
+            "x-auth-request-user",
+            "x-auth-request-email",
+            "x-auth-request-groups",
+        ),
+    )
+}
+
+fn request(path: &str, token: Option<&str>) -> AuthzRequest {
+    let mut r = AuthzRequest {
+        method: "GET".into(),
+        authority: "amundsen.example.com".into(),
+        path: path.into(),
+        ..Default::default()
+    };
+    if let Some(t) = token {
+        r.headers
+            .insert("authorization".into(), format!("Bearer {t}"));
+    }
+    r
+}
+
+fn denied(d: Decision) -> (String, DenyReason) {
+    match d {
+        Decision::Deny(d) => (d.route.to_string(), d.reason),
+        Decision::Allow(a) => panic!("allowed on {}", a.route),
+    }
+}
+
+fn allowed(d: Decision) -> Allow {
+    match d {
+        Decision::Allow(a) => a,
+        Decision::Deny(d) => panic!("denied: {:?}", d.reason),
+    }
+}
+
+fn set<'a>(a: &'a Allow, name: &str) -> Option<&'a str> {
+    a.set_headers
+        .iter()
+        .find(|(n, _)| &**n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn removed(a: &Allow) -> Vec<String> {
+    a.remove_headers.iter().map(|n| n.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_valid_bearer_sets_every_identity_header_and_removes_only_the_rest() {
+    let a = allowed(
+        authorizer()
+            .check(&request("/ops/x?y=1", Some(&rs(&claims()))))
+            .await,
+    );
+    assert_eq!(a.reason, AllowReason::Bearer);
+    assert_eq!(set(&a, "x-auth-request-user"), Some("alice@example.com"));
+    assert_eq!(set(&a, "x-auth-request-email"), Some("alice@example.com"));
+    assert_eq!(set(&a, "x-auth-request-groups"), Some("ops"));
+    assert_eq!(
+        removed(&a),
+        [
+            "x_auth_request_user",
+            "x_auth_request_email",
+            "x_auth_request_groups"
+        ],
+        "underscore spellings always go; set headers are overwritten, not removed"
+    );
+    assert_eq!(a.identity.unwrap().subject, "auth0|123");
+}
+
+#[tokio::test]
+async fn public_routes_strip_client_identity_headers() {
+    let a = allowed(authorizer().check(&request("/healthcheck", None)).await);
+    assert_eq!(a.reason, AllowReason::Public);
+    assert!(a.set_headers.is_empty());
+    assert_eq!(removed(&a).len(), 6);
+    assert!(a.identity.is_none());
+}
+
+#[tokio::test]
+async fn missing_claims_mean_removed_headers() {
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("groups");
+    let a = allowed(authorizer().check(&request("/", Some(&rs(&c)))).await);
+    assert_eq!(set(&a, "x-auth-request-groups"), None);
+    assert!(removed(&a).contains(&"x-auth-request-groups".to_owned()));
+}
+
+#[tokio::test]
+async fn header_values_with_control_characters_are_never_set() {
+    let mut c = claims();
+    c["groups"] = json!(["ops\r\nx-injected: 1"]);
+    let a = allowed(authorizer().check(&request("/", Some(&rs(&c)))).await);
+    assert_eq!(set(&a, "x-auth-request-groups"), None);
+    assert!(removed(&a).contains(&"x-auth-request-groups".to_owned()));
+}
+
+#[tokio::test]
+async fn denials_carry_route_and_reason() {
+    let z = authorizer();
+    assert_eq!(
+        denied(z.check(&request("/", None)).await),
+        ("app".into(), DenyReason::MissingCredential)
+    );
+    assert_eq!(
+        denied(z.check(&request("/admin", Some(&rs(&claims())))).await),
+        ("admin".into(), DenyReason::RouteDenied)
+    );
+    assert_eq!(
+        denied(z.check(&request("/finance/q", Some(&rs(&claims())))).await),
+        (
+            "finance".into(),
+            DenyReason::Requirement(policy::Unmet::Group)
+        )
+    );
+    assert_eq!(
+        denied(z.check(&request("/healthcheck/../admin", None)).await),
+        (
+            "none".into(),
+            DenyReason::Path(path::PathRejection::DotSegment)
+        )
+    );
+    assert_eq!(
+        denied(z.check(&request("/", Some("x.y.z"))).await).1,
+        DenyReason::Token(crate::token::TokenRejection::Malformed)
+    );
+    let mut r = request("/", None);
+    r.headers
+        .insert("authorization".into(), "Bearer a b".into());
+    assert_eq!(
+        denied(z.check(&r).await).1,
+        DenyReason::MalformedAuthorization
+    );
+    let empty = AuthzRequest::default();
+    assert_eq!(denied(z.check(&empty).await).1, DenyReason::InvalidRequest);
+}
