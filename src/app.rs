@@ -15,7 +15,9 @@ use crate::config::Config;
 use crate::grpc::AuthorizationService;
 use crate::metrics::{FetchTrigger, Metrics};
 use crate::oidc::IdpClient;
+use crate::oidc::login::{LoginFlow, LoginSettings};
 use crate::oidc::provider::same_issuer;
+use crate::session::{Codec, Cookies, SessionStore};
 use crate::token::{IdentityClaims, Issuer, JwksCache, TokenCache, Verifier};
 
 /// Validated tokens kept at most; ~1 KiB each with their claims.
@@ -103,11 +105,23 @@ impl Core {
             TokenCache::new(TOKEN_CACHE_ENTRIES, TOKEN_CACHE_MAX_TTL),
             metrics.clone(),
         ));
-        let authorizer = Arc::new(Authorizer::new(
+        let mut authorizer = Authorizer::new(
             config.policy.clone(),
             verifier,
             config.identity_headers.clone(),
-        ));
+        );
+        let provider_keys = caches[0].1.clone();
+        if config.session.keys.is_empty() {
+            tracing::warn!(
+                "no session.secret: browser login is off, login routes answer 401 like api routes"
+            );
+        } else {
+            authorizer = authorizer.with_login(
+                login_flow(config, provider_keys, client.clone()),
+                config.upstream_authorization,
+            );
+        }
+        let authorizer = Arc::new(authorizer);
         Self {
             authorizer,
             caches: caches.into_iter().map(|(_, c)| c).collect(),
@@ -117,6 +131,41 @@ impl Core {
 }
 
 /// Binds the configured ports and runs until SIGTERM or Ctrl-C.
+fn login_flow(config: &Config, keys: Arc<JwksCache>, client: IdpClient) -> LoginFlow {
+    let p = &config.provider;
+    let l = &config.login;
+    let sessions = SessionStore::new(
+        Codec::new(&config.session.keys),
+        Cookies::new(&config.session.cookie_name, config.session.secure),
+        config.session.absolute_timeout,
+        config.session.idle_timeout,
+    );
+    LoginFlow::new(
+        LoginSettings {
+            client_id: p.client_id.clone(),
+            client_secret: p.client_secret.clone(),
+            scopes: p.scopes.clone(),
+            audience: p.audience.clone(),
+            extra_auth_params: p
+                .extra_auth_params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            redirect_uri: l.redirect_uri.clone(),
+            callback_path: l.callback_path.clone(),
+            logout_path: l.logout_path.clone(),
+            post_logout_redirect: l.post_logout_redirect.clone(),
+            allowed_redirect_hosts: l.allowed_redirect_hosts.clone(),
+            user_id_claim: p.user_id_claim.clone(),
+            groups_claim: p.groups_claim.clone(),
+            leeway: p.leeway.as_secs(),
+        },
+        keys,
+        client,
+        sessions,
+    )
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let grpc = TcpListener::bind(config.listen.grpc)
         .await

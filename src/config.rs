@@ -864,6 +864,10 @@ fn validate_session(s: SessionFile, base: Option<&Path>, problems: &mut Vec<Stri
     {
         problems.push("session.cookie_name: letters, digits, - and _ only".into());
     }
+    if s.store != StoreKind::Cookie {
+        // Listed in the schema so configs written for them parse; served by the cookie store today.
+        problems.push("session.store: only `cookie` is available in this version".into());
+    }
     if s.store == StoreKind::Redis && s.redis.is_none() {
         problems.push("session.redis.url: required with store: redis".into());
     }

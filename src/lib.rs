@@ -30,6 +30,8 @@ pub mod oidc;
 pub mod proto;
 /// Secrets that redact themselves.
 pub mod secret;
+/// Browser sessions: cookies, sealing, timeouts.
+pub mod session;
 /// Logging setup.
 pub mod telemetry;
 /// Bearer JWT validation and the key sets it needs.

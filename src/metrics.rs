@@ -9,6 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::authz::decision::DecisionKind;
 use crate::authz::{Decision, RouteName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
@@ -77,6 +78,7 @@ struct CacheLabels {
 pub enum IdpEndpoint {
     discovery,
     jwks,
+    token,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -171,9 +173,11 @@ impl Metrics {
     }
 
     pub fn record_check(&self, decision: &Decision, elapsed: Duration) {
-        let (label, reason) = match decision {
-            Decision::Allow(a) => (DecisionLabel::allow, a.reason.as_str()),
-            Decision::Deny(d) => (DecisionLabel::deny, d.reason.as_str()),
+        let (kind, reason) = decision.kind_and_reason();
+        let label = match kind {
+            DecisionKind::Allow => DecisionLabel::allow,
+            DecisionKind::Deny => DecisionLabel::deny,
+            DecisionKind::Redirect => DecisionLabel::redirect,
         };
         self.checks
             .get_or_create(&CheckLabels {

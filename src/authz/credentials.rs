@@ -28,6 +28,21 @@ pub fn credential(req: &AuthzRequest) -> Credential<'_> {
     Credential::Bearer(token)
 }
 
+/// A top-level browser navigation, which may be answered with a redirect to the IdP: GET or HEAD,
+/// and `Sec-Fetch-Mode: navigate`, or `Accept: text/html` from browsers without fetch metadata.
+/// Scripts (fetch, XHR) and API clients get a 401 they can act on instead.
+pub fn is_navigation(req: &AuthzRequest) -> bool {
+    if !(req.method.eq_ignore_ascii_case("GET") || req.method.eq_ignore_ascii_case("HEAD")) {
+        return false;
+    }
+    match req.header("sec-fetch-mode") {
+        Some(mode) => mode.eq_ignore_ascii_case("navigate"),
+        None => req
+            .header("accept")
+            .is_some_and(|a| a.contains("text/html")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,6 +51,42 @@ mod tests {
         let mut r = AuthzRequest::default();
         r.headers.insert("authorization".into(), v.into());
         r
+    }
+
+    fn nav(method: &str, headers: &[(&str, &str)]) -> bool {
+        let mut r = AuthzRequest {
+            method: method.into(),
+            ..Default::default()
+        };
+        for (k, v) in headers {
+            r.headers.insert((*k).into(), (*v).into());
+        }
+        is_navigation(&r)
+    }
+
+    #[test]
+    fn only_browser_navigations_are_navigations() {
+        assert!(nav(
+            "GET",
+            &[("sec-fetch-mode", "navigate"), ("accept", "*/*")]
+        ));
+        assert!(nav(
+            "HEAD",
+            &[("accept", "text/html,application/xhtml+xml")]
+        ));
+        assert!(
+            !nav(
+                "GET",
+                &[("sec-fetch-mode", "cors"), ("accept", "text/html")]
+            ),
+            "fetch() from a page"
+        );
+        assert!(!nav("GET", &[("accept", "application/json")]));
+        assert!(!nav("GET", &[]), "curl");
+        assert!(
+            !nav("POST", &[("sec-fetch-mode", "navigate")]),
+            "a form post is not redirected"
+        );
     }
 
     #[test]

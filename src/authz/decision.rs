@@ -12,6 +12,10 @@ use crate::token::TokenRejection;
 pub enum Decision {
     Allow(Allow),
     Deny(Deny),
+    /// A 302 answered by portcullis itself: to the IdP, back from the callback, or after logout.
+    Redirect(Redirect),
+    /// A small HTML page answered by portcullis itself (a failed callback).
+    Page(Page),
 }
 
 impl Decision {
@@ -19,8 +23,182 @@ impl Decision {
         match self {
             Self::Allow(a) => &a.route,
             Self::Deny(d) => &d.route,
+            Self::Redirect(r) => &r.route,
+            Self::Page(p) => &p.route,
         }
     }
+}
+
+impl Decision {
+    /// The decision kind and its bounded reason: the metric labels and log fields of a check.
+    pub fn kind_and_reason(&self) -> (DecisionKind, &'static str) {
+        match self {
+            Self::Allow(a) => (DecisionKind::Allow, a.reason.as_str()),
+            Self::Deny(d) => (DecisionKind::Deny, d.reason.as_str()),
+            Self::Redirect(r) => (DecisionKind::Redirect, r.reason.as_str()),
+            Self::Page(p) => (DecisionKind::Deny, p.reason.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionKind {
+    Allow,
+    Deny,
+    Redirect,
+}
+
+impl DecisionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Redirect => "redirect",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Redirect {
+    pub route: RouteName,
+    pub reason: RedirectReason,
+    pub location: String,
+    pub set_cookies: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectReason {
+    /// To the IdP's authorization endpoint.
+    Login,
+    /// From the callback back to where the user was going.
+    LoginComplete,
+    /// To the IdP's end-session endpoint.
+    Logout,
+}
+
+impl RedirectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::LoginComplete => "login_complete",
+            Self::Logout => "logout",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Page {
+    pub route: RouteName,
+    pub reason: PageReason,
+    /// Where "try again" leads.
+    pub retry: String,
+    pub set_cookies: Vec<String>,
+}
+
+/// Why a callback failed. Bounded: a metric label and log field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageReason {
+    MissingState,
+    UnknownState,
+    ReplayedState,
+    DuplicateParameter,
+    IdpError,
+    IssuerMismatch,
+    TokenEndpointFailed,
+    IdTokenInvalid,
+    LoginUnavailable,
+}
+
+impl PageReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingState => "callback_missing_state",
+            Self::UnknownState => "callback_unknown_state",
+            Self::ReplayedState => "callback_replayed_state",
+            Self::DuplicateParameter => "callback_duplicate_parameter",
+            Self::IdpError => "callback_idp_error",
+            Self::IssuerMismatch => "callback_issuer_mismatch",
+            Self::TokenEndpointFailed => "token_endpoint_failed",
+            Self::IdTokenInvalid => "id_token_invalid",
+            Self::LoginUnavailable => "login_unavailable",
+        }
+    }
+}
+
+impl Page {
+    /// Status and an escaped, styled HTML page with a "try again" link.
+    pub fn response(&self) -> DenyResponse {
+        let (status, title, message) = match self.reason {
+            PageReason::MissingState
+            | PageReason::UnknownState
+            | PageReason::ReplayedState
+            | PageReason::DuplicateParameter
+            | PageReason::IssuerMismatch => (
+                400,
+                "Sign-in could not be completed",
+                "This sign-in link is not valid in this browser, or it was already used.",
+            ),
+            PageReason::IdpError => (
+                400,
+                "Sign-in was not completed",
+                "The identity provider did not sign you in.",
+            ),
+            PageReason::TokenEndpointFailed
+            | PageReason::IdTokenInvalid
+            | PageReason::LoginUnavailable => (
+                502,
+                "Sign-in failed",
+                "The identity provider could not be reached or gave an answer that cannot be trusted.",
+            ),
+        };
+        let retry = html_escape(&self.retry);
+        let body = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
+             <meta name=\"viewport\" content=\"width=device-width\"><style>body{{font-family:system-ui,sans-serif;\
+             max-width:32rem;margin:4rem auto;padding:0 1rem;color:#222}}a{{color:#0b5cad}}</style></head>\
+             <body><h1>{title}</h1><p>{message}</p><p><a href=\"{retry}\">Try again</a></p></body></html>\n"
+        );
+        let mut headers = vec![
+            ("content-type", "text/html; charset=utf-8".to_owned()),
+            ("cache-control", "no-store".to_owned()),
+        ];
+        headers.extend(self.set_cookies.iter().map(|c| ("set-cookie", c.clone())));
+        DenyResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+impl Redirect {
+    pub fn response(&self) -> DenyResponse {
+        let mut headers = vec![
+            ("location", self.location.clone()),
+            ("cache-control", "no-store".to_owned()),
+        ];
+        headers.extend(self.set_cookies.iter().map(|c| ("set-cookie", c.clone())));
+        DenyResponse {
+            status: 302,
+            headers,
+            body: String::new(),
+        }
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Let the request through, changed as listed.
@@ -34,12 +212,15 @@ pub struct Allow {
     pub remove_headers: Vec<Arc<str>>,
     /// Who the caller is, for Envoy's dynamic metadata (access logs, RBAC).
     pub identity: Option<Arc<Principal>>,
+    /// `Set-Cookie` values for the browser, added to the upstream's response (a renewed session).
+    pub set_cookies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AllowReason {
     Public,
     Bearer,
+    Session,
 }
 
 impl AllowReason {
@@ -47,6 +228,7 @@ impl AllowReason {
         match self {
             Self::Public => "public",
             Self::Bearer => "bearer",
+            Self::Session => "session",
         }
     }
 }
@@ -55,6 +237,9 @@ impl AllowReason {
 pub struct Deny {
     pub route: RouteName,
     pub reason: DenyReason,
+    /// Where a browser would start its login, named in the 401 body for scripts (login routes).
+    pub login_url: Option<String>,
+    pub set_cookies: Vec<String>,
 }
 
 /// Why a request was denied. Bounded: a metric label and a log field, never client data.
@@ -208,6 +393,8 @@ mod tests {
         Deny {
             route: RouteName::new("r"),
             reason,
+            login_url: None,
+            set_cookies: Vec::new(),
         }
         .response()
     }

@@ -17,7 +17,10 @@ pub use policy::{Action, Policy, Route, RouteName};
 pub use principal::Principal;
 pub use request::AuthzRequest;
 
-use crate::token::Verifier;
+use crate::config::UpstreamAuthorization;
+use crate::oidc::login::{self, LoginFlow};
+use crate::session::cookie::names;
+use crate::token::{Verifier, now_secs};
 use credentials::Credential;
 
 /// The identity headers the upstream receives, and every spelling of them a client might send.
@@ -56,6 +59,9 @@ pub struct Authorizer {
     policy: Policy,
     verifier: Arc<Verifier>,
     headers: IdentityHeaders,
+    /// The browser login flow and its sessions; `None` without a `session.secret`.
+    login: Option<LoginFlow>,
+    upstream_authorization: UpstreamAuthorization,
     /// The route label of requests that matched no route (or could not be matched).
     unmatched: RouteName,
 }
@@ -66,8 +72,21 @@ impl Authorizer {
             policy,
             verifier,
             headers,
+            login: None,
+            upstream_authorization: UpstreamAuthorization::AccessToken,
             unmatched: RouteName::new("none"),
         }
+    }
+
+    /// Enables browser login and sessions on `login` routes.
+    pub fn with_login(
+        mut self,
+        login: LoginFlow,
+        upstream_authorization: UpstreamAuthorization,
+    ) -> Self {
+        self.login = Some(login);
+        self.upstream_authorization = upstream_authorization;
+        self
     }
 
     pub fn verifier(&self) -> &Arc<Verifier> {
@@ -82,18 +101,25 @@ impl Authorizer {
             Ok(p) => p,
             Err(why) => return self.deny(&self.unmatched, DenyReason::Path(why)),
         };
+        // The callback and logout paths are answered here; Envoy sends them nowhere.
+        if let Some(login) = &self.login {
+            if path == login.callback_path() {
+                return login.callback(req).await;
+            }
+            if path == login.logout_path() {
+                return login.logout(req);
+            }
+        }
         let Some(route) = self.policy.route_for(&req.method, &req.authority, path) else {
             return self.deny(&self.unmatched, DenyReason::NoRoute);
         };
         match route.action {
             Action::Deny => self.deny(&route.name, DenyReason::RouteDenied),
-            Action::Public => self.allow(route, AllowReason::Public, None),
+            Action::Public => self.allow(req, route, AllowReason::Public, None, Vec::new()),
             // Until the browser login flow exists, a login route answers like an API route.
             Action::Api | Action::Login => {
                 let principal = match credentials::credential(req) {
-                    Credential::None => {
-                        return self.deny(&route.name, DenyReason::MissingCredential);
-                    }
+                    Credential::None => return self.session_or_login(req, route),
                     Credential::MalformedBearer => {
                         return self.deny(&route.name, DenyReason::MalformedAuthorization);
                     }
@@ -105,9 +131,74 @@ impl Authorizer {
                 if let Err(unmet) = route.require.check(&principal) {
                     return self.deny(&route.name, DenyReason::Requirement(unmet));
                 }
-                self.allow(route, AllowReason::Bearer, Some(principal))
+                self.allow(req, route, AllowReason::Bearer, Some(principal), Vec::new())
             }
         }
+    }
+
+    /// No bearer token: a valid session cookie, else the login redirect (browser navigations on
+    /// login routes) or a 401 that names where to log in (everything else).
+    fn session_or_login(&self, req: &AuthzRequest, route: &Route) -> Decision {
+        let Some(login) = &self.login else {
+            return self.deny(&route.name, DenyReason::MissingCredential);
+        };
+        let now = now_secs();
+        let sessions = login.sessions();
+        let present = req.header("cookie").map(names).unwrap_or_default();
+        let miss = match sessions.load(req.header("cookie"), now) {
+            // Without refresh, a session lives as long as its access token.
+            Ok(s) if s.access_expires_at != 0 && s.access_expires_at <= now => {
+                crate::session::SessionMiss::Expired
+            }
+            Ok(mut s) => {
+                if let Err(unmet) = route.require.check(&s.principal) {
+                    return self.deny(&route.name, DenyReason::Requirement(unmet));
+                }
+                let token = match self.upstream_authorization {
+                    UpstreamAuthorization::None => None,
+                    UpstreamAuthorization::AccessToken => s.access_token.clone(),
+                    UpstreamAuthorization::IdToken => Some(s.id_token.clone()),
+                };
+                let set_cookies = if sessions.needs_touch(&s, now) {
+                    s.seen_at = now;
+                    sessions.save(&s, &present)
+                } else {
+                    Vec::new()
+                };
+                let mut decision = self.allow(
+                    req,
+                    route,
+                    AllowReason::Session,
+                    Some(Arc::new(s.principal)),
+                    set_cookies,
+                );
+                if let (Decision::Allow(a), Some(token)) = (&mut decision, token) {
+                    a.set_headers
+                        .push((Arc::from("authorization"), format!("Bearer {token}")));
+                }
+                return decision;
+            }
+            Err(miss) => miss,
+        };
+        // A cookie that is there but unusable is cleared, so the browser stops sending it.
+        let clear = if miss == crate::session::SessionMiss::None {
+            Vec::new()
+        } else {
+            sessions.cookies().clear_all(&present)
+        };
+        if route.action == Action::Login && credentials::is_navigation(req) {
+            let mut decision = login.start(req, &route.name);
+            if let Decision::Redirect(r) = &mut decision {
+                r.set_cookies.extend(clear);
+            }
+            return decision;
+        }
+        Decision::Deny(Deny {
+            route: route.name.clone(),
+            reason: DenyReason::MissingCredential,
+            login_url: (route.action == Action::Login).then(|| login::safe_return_to(&req.path)),
+            set_cookies: clear,
+        })
     }
 
     /// A denial decided before any route could be looked at (the adapter got no usable request).
@@ -119,11 +210,20 @@ impl Authorizer {
         Decision::Deny(Deny {
             route: route.clone(),
             reason,
+            login_url: None,
+            set_cookies: Vec::new(),
         })
     }
 
-    fn allow(&self, route: &Route, reason: AllowReason, who: Option<Arc<Principal>>) -> Decision {
-        let mut set_headers = Vec::with_capacity(3);
+    fn allow(
+        &self,
+        req: &AuthzRequest,
+        route: &Route,
+        reason: AllowReason,
+        who: Option<Arc<Principal>>,
+        set_cookies: Vec<String>,
+    ) -> Decision {
+        let mut set_headers = Vec::with_capacity(4);
         if let Some(p) = &who {
             push_header(&mut set_headers, &self.headers.user, &p.user);
             if let Some(email) = &p.email {
@@ -133,19 +233,30 @@ impl Authorizer {
                 push_header(&mut set_headers, &self.headers.groups, &p.groups.join(","));
             }
         }
-        let remove_headers = self
+        let mut remove_headers: Vec<Arc<str>> = self
             .headers
             .spoofable
             .iter()
             .filter(|name| !set_headers.iter().any(|(set, _)| set == *name))
             .cloned()
             .collect();
+        // portcullis's own cookies never reach the upstream; the others do.
+        if let (Some(login), Some(cookie)) = (&self.login, req.header("cookie")) {
+            let cookies = login.sessions().cookies();
+            if names(cookie).iter().any(|n| cookies.is_ours(n)) {
+                match cookies.strip(cookie) {
+                    Some(rest) => set_headers.push((Arc::from("cookie"), rest)),
+                    None => remove_headers.push(Arc::from("cookie")),
+                }
+            }
+        }
         Decision::Allow(Allow {
             route: route.name.clone(),
             reason,
             set_headers,
             remove_headers,
             identity: who,
+            set_cookies,
         })
     }
 }

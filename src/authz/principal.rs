@@ -1,9 +1,10 @@
 //! Who the caller is, once a credential has been validated: what the upstream and the route rules see.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Whether the email claim may be trusted, as the issuer stated it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EmailVerified {
     Yes,
     No,
@@ -11,7 +12,7 @@ pub enum EmailVerified {
     Unstated,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Principal {
     /// The `sub` claim.
     pub subject: String,

@@ -8,6 +8,8 @@ pub struct AuthzRequest {
     pub method: String,
     /// The `:authority` (host and maybe port).
     pub authority: String,
+    /// `http` or `https`, as Envoy saw the request; empty when unknown.
+    pub scheme: String,
     /// The path exactly as received: query included, not percent-decoded.
     pub path: String,
     pub headers: HashMap<String, String>,

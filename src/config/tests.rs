@@ -85,7 +85,7 @@ login:
   post_logout_redirect: /
   allowed_redirect_hosts: [Docs.Example.com]
 session:
-  store: redis
+  store: cookie
   cookie_name: portcullis
   secure: true
   secret: [{SECRET}, {SECRET}]
@@ -351,4 +351,16 @@ fn durations_and_addresses_are_checked() {
     assert!(p[0].starts_with("listen.grpc"), "{p:?}");
     let p = problems("provider: {issuer: 'https://t/', client_id: a, leeway: soon}");
     assert!(p[0].starts_with("provider.leeway"), "{p:?}");
+}
+
+#[test]
+fn server_side_stores_are_refused_until_they_exist() {
+    let p = problems(&format!(
+        "{}session: {{store: redis, redis: {{url: 'redis://127.0.0.1/0'}}}}",
+        minimal()
+    ));
+    assert_eq!(
+        p,
+        ["session.store: only `cookie` is available in this version"]
+    );
 }

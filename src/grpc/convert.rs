@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use prost_types::{Struct, Value, value::Kind};
 
-use crate::authz::{AuthzRequest, Decision, Principal};
+use crate::authz::{AuthzRequest, Decision, DenyResponse, Principal};
 use crate::proto::{
     CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption, HttpStatus,
     OkHttpResponse, RpcStatus, check_response::HttpResponse,
@@ -45,6 +45,7 @@ pub fn authz_request(check: CheckRequest) -> Option<AuthzRequest> {
     Some(AuthzRequest {
         method: http.method,
         authority: http.host,
+        scheme: http.scheme,
         path: http.path,
         headers,
         context: attributes.context_extensions,
@@ -62,50 +63,64 @@ pub fn check_response(decision: Decision) -> CheckResponse {
                 headers: allow
                     .set_headers
                     .into_iter()
-                    .map(|(name, value)| overwrite(name.to_string(), value))
+                    .map(|(name, value)| header(name.to_string(), value))
                     .collect(),
                 headers_to_remove: allow.remove_headers.iter().map(|n| n.to_string()).collect(),
-                ..Default::default()
+                response_headers_to_add: allow
+                    .set_cookies
+                    .into_iter()
+                    .map(|c| header("set-cookie".to_owned(), c))
+                    .collect(),
             })),
             dynamic_metadata: allow.identity.as_deref().map(identity_metadata),
         },
-        Decision::Deny(deny) => {
-            let response = deny.response();
-            let code = match response.status {
-                401 => RPC_UNAUTHENTICATED,
-                _ => RPC_PERMISSION_DENIED,
-            };
-            CheckResponse {
-                status: Some(RpcStatus {
-                    code,
-                    ..Default::default()
-                }),
-                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-                    status: Some(HttpStatus {
-                        code: i32::from(response.status),
-                    }),
-                    headers: response
-                        .headers
-                        .into_iter()
-                        .map(|(name, value)| overwrite(name.to_owned(), value))
-                        .collect(),
-                    body: response.body,
-                })),
-                // The bounded reason, for Envoy's access log: %DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%
-                dynamic_metadata: Some(fields([("reason", deny.reason.as_str().to_owned())])),
-            }
-        }
+        Decision::Deny(deny) => answered(deny.response(), deny.reason.as_str()),
+        Decision::Redirect(redirect) => answered(redirect.response(), redirect.reason.as_str()),
+        Decision::Page(page) => answered(page.response(), page.reason.as_str()),
     }
 }
 
-fn overwrite(key: String, value: String) -> HeaderValueOption {
+/// A response portcullis answers itself (Envoy sends it to the client instead of the upstream).
+fn answered(response: DenyResponse, reason: &'static str) -> CheckResponse {
+    let code = match response.status {
+        401 => RPC_UNAUTHENTICATED,
+        _ => RPC_PERMISSION_DENIED,
+    };
+    CheckResponse {
+        status: Some(RpcStatus {
+            code,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(response.status),
+            }),
+            headers: response
+                .headers
+                .into_iter()
+                .map(|(name, value)| header(name.to_owned(), value))
+                .collect(),
+            body: response.body,
+        })),
+        // The bounded reason, for Envoy's access log: %DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%
+        dynamic_metadata: Some(fields([("reason", reason.to_owned())])),
+    }
+}
+
+/// Every header replaces the request's own, except `Set-Cookie`, of which there may be several.
+fn header(key: String, value: String) -> HeaderValueOption {
+    let action = if key == "set-cookie" {
+        HeaderAppendAction::AppendIfExistsOrAdd
+    } else {
+        HeaderAppendAction::OverwriteIfExistsOrAdd
+    };
     HeaderValueOption {
         header: Some(HeaderValue {
             key,
             value,
             ..Default::default()
         }),
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        append_action: action as i32,
         ..Default::default()
     }
 }

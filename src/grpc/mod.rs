@@ -49,13 +49,12 @@ impl Authorization for AuthorizationService {
 }
 
 fn log(decision: &Decision, elapsed: std::time::Duration) {
-    let micros = elapsed.as_micros() as u64;
-    match decision {
-        Decision::Allow(a) => tracing::debug!(
-            route = %a.route, decision = "allow", reason = a.reason.as_str(), micros, "check"
-        ),
-        Decision::Deny(d) => tracing::debug!(
-            route = %d.route, decision = "deny", reason = d.reason.as_str(), micros, "check"
-        ),
-    }
+    let (kind, reason) = decision.kind_and_reason();
+    tracing::debug!(
+        route = %decision.route(),
+        decision = kind.as_str(),
+        reason,
+        micros = elapsed.as_micros() as u64,
+        "check"
+    );
 }

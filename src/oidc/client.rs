@@ -60,24 +60,66 @@ impl IdpClient {
     }
 
     async fn get_bounded(&self, url: &Url) -> Result<bytes::Bytes, IdpError> {
-        let shown = || url.as_str().to_owned();
-        let mut response = self
+        let request = self
             .http
             .get(url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| IdpError::Request {
-                url: shown(),
-                kind: request_error_kind(&e),
-            })?;
-        let status = response.status();
+            .header(reqwest::header::ACCEPT, "application/json");
+        let (status, body) = self.send_bounded(url, request).await?;
         if !status.is_success() {
             return Err(IdpError::Status {
-                url: shown(),
+                url: url.as_str().to_owned(),
                 status: status.as_u16(),
             });
         }
+        Ok(body)
+    }
+
+    /// POST a form with HTTP Basic client authentication (client_secret_basic, RFC 6749 2.3.1).
+    /// Returns the status and body whatever the status: token endpoints explain errors in JSON.
+    pub async fn post_form(
+        &self,
+        endpoint: IdpEndpoint,
+        url: &Url,
+        client_id: &str,
+        client_secret: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> Result<(u16, bytes::Bytes), IdpError> {
+        let started = Instant::now();
+        let mut fields = form.to_vec();
+        let request = self
+            .http
+            .post(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json");
+        let request = match client_secret {
+            Some(secret) => request.basic_auth(form_encode(client_id), Some(form_encode(secret))),
+            // A public client names itself in the form (RFC 6749 2.3, 3.2.1).
+            None => {
+                fields.push(("client_id", client_id));
+                request
+            }
+        };
+        let request = request.form(&fields);
+        let result = self.send_bounded(url, request).await;
+        let label = if matches!(&result, Ok((s, _)) if s.is_success()) {
+            FetchResult::ok
+        } else {
+            FetchResult::error
+        };
+        self.metrics.idp_call(endpoint, label, started.elapsed());
+        result.map(|(s, b)| (s.as_u16(), b))
+    }
+
+    async fn send_bounded(
+        &self,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, bytes::Bytes), IdpError> {
+        let shown = || url.as_str().to_owned();
+        let mut response = request.send().await.map_err(|e| IdpError::Request {
+            url: shown(),
+            kind: request_error_kind(&e),
+        })?;
+        let status = response.status();
         if response
             .content_length()
             .is_some_and(|n| n > MAX_BODY as u64)
@@ -94,7 +136,7 @@ impl IdpClient {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body.freeze())
+        Ok((status, body.freeze()))
     }
 }
 
@@ -109,4 +151,9 @@ fn request_error_kind(e: &reqwest::Error) -> &'static str {
     } else {
         "request failed"
     }
+}
+
+/// RFC 6749 2.3.1: the client id and secret are form-encoded before Basic encoding.
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

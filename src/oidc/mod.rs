@@ -1,6 +1,8 @@
-//! Talking to the OpenID provider: discovery now; the login flow builds on the same client.
+//! Talking to the OpenID provider: discovery, the browser login flow, ID tokens.
 
 pub mod client;
+pub mod id_token;
+pub mod login;
 pub mod provider;
 
 pub use client::{IdpClient, IdpError};

@@ -137,6 +137,7 @@ fn numeric_date(v: &Value) -> Option<u64> {
 pub struct Claims {
     pub sub: String,
     pub exp: u64,
+    pub iat: Option<u64>,
     pub rest: Map<String, Value>,
 }
 
@@ -197,5 +198,10 @@ pub fn verify(
     if sub.is_empty() {
         return Err(TokenRejection::InvalidClaims);
     }
-    Ok(Claims { sub, exp, rest })
+    Ok(Claims {
+        sub,
+        exp,
+        iat,
+        rest,
+    })
 }

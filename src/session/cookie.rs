@@ -1,0 +1,243 @@
+//! Every cookie portcullis sets goes through [`Cookies`]: one place decides names and attributes
+//! (`__Host-` prefix when secure, `HttpOnly`, `SameSite=Lax`, `Path=/`, never `Domain`), how large
+//! values are split into numbered chunks, and how they are read back and stripped for the upstream.
+
+use std::time::Duration;
+
+/// Browsers keep about 4096 bytes per cookie including its name and attributes.
+const CHUNK: usize = 3800;
+/// More chunks than this is not a session of ours.
+const MAX_CHUNKS: usize = 8;
+const CHUNKED: &str = "chunks:";
+
+#[derive(Debug, Clone)]
+pub struct Cookies {
+    /// The session cookie's name, prefix included.
+    session: String,
+    secure: bool,
+}
+
+impl Cookies {
+    pub fn new(base: &str, secure: bool) -> Self {
+        let session = if secure {
+            format!("__Host-{base}")
+        } else {
+            base.to_owned()
+        };
+        Self { session, secure }
+    }
+
+    pub fn session_name(&self) -> &str {
+        &self.session
+    }
+
+    /// The login-transaction cookie for one `state`: one per tab that is logging in.
+    pub fn login_name(&self, id: &str) -> String {
+        format!("{}-login-{id}", self.session)
+    }
+
+    /// Whether `name` is one of ours (session, chunks, login transactions): never sent upstream.
+    pub fn is_ours(&self, name: &str) -> bool {
+        name == self.session
+            || name
+                .strip_prefix(self.session.as_str())
+                .is_some_and(|rest| rest.starts_with('-'))
+    }
+
+    /// `Set-Cookie` values storing `value` under `name`, chunked when large. `present` are the
+    /// cookie names the browser sent, so chunks left over from a larger value are cleared.
+    pub fn set(&self, name: &str, value: &str, max_age: Duration, present: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        let chunks: Vec<&str> = if value.len() <= CHUNK {
+            vec![value]
+        } else {
+            value
+                .as_bytes()
+                .chunks(CHUNK)
+                .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+                .collect()
+        };
+        if chunks.len() == 1 {
+            out.push(self.line(name, value, Some(max_age)));
+        } else {
+            out.push(self.line(name, &format!("{CHUNKED}{}", chunks.len()), Some(max_age)));
+            for (i, c) in chunks.iter().enumerate() {
+                out.push(self.line(&format!("{name}-{}", i + 1), c, Some(max_age)));
+            }
+        }
+        let used = if chunks.len() == 1 { 0 } else { chunks.len() };
+        for i in used + 1..=MAX_CHUNKS {
+            let chunk = format!("{name}-{i}");
+            if present.contains(&chunk.as_str()) {
+                out.push(self.clear(&chunk));
+            }
+        }
+        out
+    }
+
+    /// A `Set-Cookie` that deletes `name`.
+    pub fn clear(&self, name: &str) -> String {
+        self.line(name, "", None)
+    }
+
+    /// Clears the session cookie and every chunk and login cookie the browser sent.
+    pub fn clear_all(&self, present: &[&str]) -> Vec<String> {
+        let mut out = vec![self.clear(&self.session)];
+        out.extend(
+            present
+                .iter()
+                .filter(|n| **n != self.session && self.is_ours(n))
+                .map(|n| self.clear(n)),
+        );
+        out
+    }
+
+    fn line(&self, name: &str, value: &str, max_age: Option<Duration>) -> String {
+        let age = max_age.map_or(0, |d| d.as_secs());
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={age}{secure}")
+    }
+
+    /// The value stored under `name`, reassembled from chunks; `None` when absent or inconsistent.
+    pub fn read(&self, header: &str, name: &str) -> Option<String> {
+        let pairs = parse(header);
+        let mut heads = pairs.iter().filter(|(n, _)| *n == name);
+        let head = heads.next()?.1;
+        if heads.next().is_some() {
+            return None; // two cookies of one name: ambiguous, so neither
+        }
+        let Some(count) = head.strip_prefix(CHUNKED) else {
+            return Some(head.to_owned());
+        };
+        let count: usize = count
+            .parse()
+            .ok()
+            .filter(|n| (2..=MAX_CHUNKS).contains(n))?;
+        let mut value = String::new();
+        for i in 1..=count {
+            let chunk = format!("{name}-{i}");
+            let mut found = pairs.iter().filter(|(n, _)| *n == chunk);
+            let part = found.next()?.1;
+            if found.next().is_some() {
+                return None;
+            }
+            value.push_str(part);
+        }
+        Some(value)
+    }
+
+    /// The `Cookie` header without any of our cookies: what the upstream may see. `None` when
+    /// nothing is left.
+    pub fn strip(&self, header: &str) -> Option<String> {
+        let kept: Vec<String> = parse(header)
+            .into_iter()
+            .filter(|(n, _)| !self.is_ours(n))
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        (!kept.is_empty()).then(|| kept.join("; "))
+    }
+}
+
+/// `a=1; b=2` -> [(a, 1), (b, 2)]. Envoy joins several Cookie headers with ", " or "; ".
+pub fn parse(header: &str) -> Vec<(&str, &str)> {
+    header
+        .split([';', ','])
+        .filter_map(|part| {
+            let (n, v) = part.trim().split_once('=')?;
+            let n = n.trim();
+            (!n.is_empty()).then_some((n, v.trim()))
+        })
+        .collect()
+}
+
+/// The names in a `Cookie` header.
+pub fn names(header: &str) -> Vec<&str> {
+    parse(header).into_iter().map(|(n, _)| n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jar(set: &[String]) -> String {
+        set.iter()
+            .map(|l| l.split(';').next().unwrap().to_owned())
+            .filter(|kv| !kv.ends_with('='))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    #[test]
+    fn attributes_and_host_prefix() {
+        let c = Cookies::new("portcullis", true);
+        let line = &c.set("__Host-portcullis", "v", Duration::from_secs(60), &[])[0];
+        assert_eq!(
+            line,
+            "__Host-portcullis=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure"
+        );
+        assert!(!line.contains("Domain"));
+        let plain = Cookies::new("portcullis", false);
+        assert_eq!(plain.session_name(), "portcullis");
+        assert!(!plain.clear("portcullis").contains("Secure"));
+        assert!(plain.clear("portcullis").contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn large_values_round_trip_through_chunks() {
+        let c = Cookies::new("p", false);
+        let value = "x".repeat(9000);
+        let set = c.set("p", &value, Duration::from_secs(60), &[]);
+        assert_eq!(set.len(), 4, "head + 3 chunks");
+        assert_eq!(c.read(&jar(&set), "p").unwrap(), value);
+    }
+
+    #[test]
+    fn missing_duplicated_or_reordered_chunks_are_refused() {
+        let c = Cookies::new("p", false);
+        let value: String = (0..9000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let set = c.set("p", &value, Duration::from_secs(60), &[]);
+        let full = jar(&set);
+        let without_2: String = full
+            .split("; ")
+            .filter(|kv| !kv.starts_with("p-2="))
+            .collect::<Vec<_>>()
+            .join("; ");
+        assert_eq!(c.read(&without_2, "p"), None);
+        assert_eq!(c.read(&format!("{full}; p-2=zzz"), "p"), None);
+        assert_eq!(c.read("p=chunks:9; p-1=a", "p"), None);
+        assert_eq!(c.read("p=chunks:1; p-1=a", "p"), None);
+        assert_eq!(c.read("p=a; p=b", "p"), None);
+        // Swapping two chunks yields a different value, which the AEAD then refuses.
+        let swapped = full
+            .replace("p-1=", "p-X=")
+            .replace("p-2=", "p-1=")
+            .replace("p-X=", "p-2=");
+        assert_ne!(c.read(&swapped, "p").unwrap(), value);
+    }
+
+    #[test]
+    fn shrinking_clears_old_chunks() {
+        let c = Cookies::new("p", false);
+        let set = c.set(
+            "p",
+            "small",
+            Duration::from_secs(60),
+            &["p", "p-1", "p-2", "p-3"],
+        );
+        assert_eq!(set.len(), 4);
+        assert!(set[1].starts_with("p-1=;") && set[1].contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn strip_keeps_only_foreign_cookies() {
+        let c = Cookies::new("portcullis", true);
+        let header = "a=1; __Host-portcullis=s; __Host-portcullis-1=c; __Host-portcullis-login-abc=t; portcullisX=2; _session=o";
+        assert_eq!(
+            c.strip(header).as_deref(),
+            Some("a=1; portcullisX=2; _session=o")
+        );
+        assert_eq!(c.strip("__Host-portcullis=s"), None);
+    }
+}
