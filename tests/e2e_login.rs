@@ -1,0 +1,426 @@
+//! Browser login end to end: real Chromium (playwright-core, tests/browser/driver.mjs), the shipped
+//! Envoy config, the Auth0-shaped OpenID provider and the portcullis binary. Needs `scripts/setup`;
+//! run by `scripts/test`. The browser is driven with blocking I/O, so the tests run on a
+//! multi-threaded runtime and the in-process upstream keeps answering meanwhile.
+
+mod support;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use serde_json::{Value, json};
+use support::*;
+
+/// The browser: one JSON command per line in, one JSON answer per line out.
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Browser {
+    fn start() -> Self {
+        installed("tests/browser/node_modules/playwright-core");
+        let mut child = Command::new("node")
+            .arg(repo_root().join("tests/browser/driver.mjs"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the browser driver");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn run(&mut self, cmd: Value) -> Value {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let answer: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("driver said {line:?}"));
+        assert_eq!(answer["ok"], true, "{cmd} failed: {answer}");
+        answer
+    }
+
+    fn goto(&mut self, url: &str) -> Value {
+        self.run(json!({"op": "goto", "url": url}))
+    }
+
+    fn login(&mut self, user: &str, until: &str) -> Value {
+        self.run(json!({"op": "login", "user": user, "until": until}))
+    }
+
+    fn fetch(&mut self, url: &str) -> Value {
+        self.run(json!({"op": "fetch", "url": url}))
+    }
+
+    fn cookie_names(&mut self) -> Vec<String> {
+        let c = self.run(json!({"op": "cookies"}));
+        c["cookies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn navigations(&mut self) -> Vec<String> {
+        let n = self.run(json!({"op": "navigations"}));
+        n["urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Stack {
+    op: Op,
+    portcullis: Portcullis,
+    envoy: Envoy,
+    upstream: EchoUpstream,
+    config: String,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        let upstream = EchoUpstream::start().await;
+        let grpc = free_port();
+        let ports = EnvoyPorts::free(grpc, upstream.port);
+        let site = format!("http://127.0.0.1:{}", ports.listener);
+        let op = Op::start(OpOptions {
+            redirect_uris: vec![format!("{site}/authorization-code/callback")],
+            post_logout_uris: vec![format!("{site}/")],
+            ..OpOptions::auth0()
+        })
+        .await;
+        // session.secure stays true (the default): Chromium keeps __Host- cookies on http://127.0.0.1.
+        let config = format!(
+            "listen: {{grpc: '127.0.0.1:{grpc}', admin: '127.0.0.1:{admin}'}}\n\
+             provider:\n  issuer: '{issuer}'\n  client_id: {CLIENT_ID}\n  client_secret: {CLIENT_SECRET}\n\
+             \x20 audience: '{AUDIENCE}'\n  extra_auth_params: {{prompt: consent}}\n\
+             session: {{secret: '{secret}'}}\n\
+             routes:\n\
+             - {{name: health, path_prefix: /healthcheck, action: public}}\n\
+             - {{name: api, path_prefix: /api/, action: api}}\n\
+             - {{name: app, path_prefix: /, action: login}}\n",
+            admin = free_port(),
+            issuer = op.issuer,
+            secret = session_secret(),
+        );
+        let portcullis = Portcullis::start(&config).await;
+        let envoy = Envoy::from_shipped("envoy/envoy.yaml", ports).await;
+        Self {
+            op,
+            portcullis,
+            envoy,
+            upstream,
+            config,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.envoy.url)
+    }
+
+    /// Logs `user` in from `path` and checks the browser came back to exactly `path`.
+    fn login(&self, browser: &mut Browser, path: &str, user: &str) {
+        let at_idp = browser.goto(&self.url(path));
+        assert!(
+            at_idp["url"].as_str().unwrap().starts_with(&self.op.issuer),
+            "a navigation without a session goes to the provider: {at_idp}"
+        );
+        let back = browser.login(user, &self.envoy.url);
+        assert_eq!(
+            back["url"],
+            self.url(path),
+            "back on the deep link, path and query"
+        );
+        assert!(
+            back["text"].as_str().unwrap().contains("upstream ok"),
+            "{back}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn a_deep_link_logs_in_and_comes_back_with_the_users_identity() {
+    let s = Stack::start().await;
+    let mut b = Browser::start();
+    s.login(
+        &mut b,
+        "/table_detail/gold/hive/core/users?tab=columns&x=%2Fy",
+        "alice",
+    );
+    let seen = deep_link_request(&s, "/table_detail/");
+    assert_eq!(
+        seen.uri,
+        "/table_detail/gold/hive/core/users?tab=columns&x=%2Fy"
+    );
+    assert_eq!(seen.all("x-auth-request-email"), ["alice@example.com"]);
+    assert_eq!(seen.all("x-auth-request-user"), ["alice@example.com"]);
+    // upstream.authorization: access_token (the default): the access token for the API audience.
+    let auth = seen.all("authorization");
+    assert!(
+        auth.len() == 1 && auth[0].starts_with("Bearer ey"),
+        "{auth:?}"
+    );
+    // The session cookie never reaches the upstream; the provider's own cookies are not ours to strip.
+    for cookie in seen.all("cookie") {
+        assert!(!cookie.contains("__Host-portcullis"), "{cookie}");
+    }
+    let names = b.cookie_names();
+    assert!(names.iter().any(|n| n == "__Host-portcullis"), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("__Host-portcullis-login-")),
+        "the login cookie is spent: {names:?}"
+    );
+    // A second page needs no second login.
+    let again = b.goto(&s.url("/search?q=users"));
+    assert_eq!(again["url"], s.url("/search?q=users"));
+    assert_eq!(
+        deep_link_request(&s, "/search").all("x-auth-request-email"),
+        ["alice@example.com"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn scripts_get_401_not_a_redirect() {
+    let s = Stack::start().await;
+    let mut b = Browser::start();
+    b.goto(&s.url("/healthcheck"));
+    for path in ["/api/tables", "/"] {
+        let r = b.fetch(&s.url(path));
+        assert_eq!(r["status"], 401, "{path}: {r}");
+        let body: Value = serde_json::from_str(r["text"].as_str().unwrap()).unwrap();
+        assert_eq!(body["error"], "unauthorized");
+    }
+    let r = b.fetch(&s.url("/"));
+    let body: Value = serde_json::from_str(r["text"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body["login_url"], "/",
+        "a login route names where a browser would log in: {r}"
+    );
+    // With a session, the same fetch works.
+    s.login(&mut b, "/", "bob");
+    let r = b.fetch(&s.url("/api/tables"));
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(
+        s.upstream.last().all("x-auth-request-email"),
+        ["bob@example.com"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn logout_ends_at_the_provider_and_the_next_visit_logs_in_again() {
+    let s = Stack::start().await;
+    let mut b = Browser::start();
+    s.login(&mut b, "/", "carol");
+    b.navigations();
+    let at_idp = b.goto(&s.url("/logout?returnTo=https://evil.example/"));
+    let end_session = format!("{}v2/logout", s.op.issuer);
+    let urls = b.navigations();
+    assert!(urls.iter().any(|u| u.starts_with(&end_session)), "{urls:?}");
+    assert!(
+        urls.iter().all(|u| !u.contains("evil.example")
+            || u.starts_with(&s.op.issuer)
+            || u.starts_with(&s.envoy.url)),
+        "{urls:?}"
+    );
+    assert!(
+        at_idp["url"].as_str().unwrap().starts_with(&s.op.issuer),
+        "{at_idp}"
+    );
+    assert!(
+        !b.cookie_names()
+            .iter()
+            .any(|n| n.starts_with("__Host-portcullis")),
+        "cookies cleared"
+    );
+    // Confirm at the provider: it sends the browser back, and the next visit asks for a login.
+    let after = b.run(json!({"op": "click", "selector": "button[autofocus], button[type=submit]", "until": s.op.issuer}));
+    let page = b.goto(&s.url("/"));
+    assert!(
+        page["url"].as_str().unwrap().starts_with(&s.op.issuer),
+        "login again: {page} (after {after})"
+    );
+    assert!(
+        page["text"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("sign-in"),
+        "{page}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn bad_callbacks_get_a_400_page_and_no_session() {
+    let s = Stack::start().await;
+    let mut b = Browser::start();
+    let callback = s.url("/authorization-code/callback");
+
+    let page = b.goto(&format!("{callback}?code=abc"));
+    assert_eq!(page["status"], 400, "no state: {page}");
+    assert!(
+        page["text"].as_str().unwrap().contains("Try again"),
+        "{page}"
+    );
+
+    // Another browser's state.
+    let at_idp = b.goto(&s.url("/private"));
+    let state = url::Url::parse(at_idp["url"].as_str().unwrap())
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned());
+    let state = match state {
+        Some(s) => s,
+        // oidc-provider moved on to its interaction page: the state is in the first navigation.
+        None => {
+            let urls = b.navigations();
+            let authorize = urls
+                .iter()
+                .find(|u| u.contains("state="))
+                .expect("an authorization request");
+            url::Url::parse(authorize)
+                .unwrap()
+                .query_pairs()
+                .find(|(k, _)| k == "state")
+                .unwrap()
+                .1
+                .into_owned()
+        }
+    };
+    b.run(json!({"op": "new_context"}));
+    let page = b.goto(&format!("{callback}?code=abc&state={state}"));
+    assert_eq!(page["status"], 400, "foreign state: {page}");
+    assert!(!b.cookie_names().iter().any(|n| n == "__Host-portcullis"));
+
+    // A callback URL used once cannot be used again, not even by the same browser.
+    b.run(json!({"op": "new_context"}));
+    s.login(&mut b, "/", "dave");
+    let used = b
+        .navigations()
+        .into_iter()
+        .find(|u| u.starts_with(&callback))
+        .expect("the browser went through the callback");
+    let tokens_before = token_requests(&s).await;
+    b.run(json!({"op": "new_context"}));
+    let page = b.goto(&used);
+    assert_eq!(page["status"], 400, "replayed: {page}");
+    assert!(!b.cookie_names().iter().any(|n| n == "__Host-portcullis"));
+    assert_eq!(
+        token_requests(&s).await,
+        tokens_before,
+        "a bad callback makes no token request"
+    );
+
+    // Duplicated parameters.
+    let page = b.goto(&format!("{callback}?state=a&state=b&code=c"));
+    assert_eq!(page["status"], 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn a_session_survives_a_restart_of_portcullis() {
+    let mut s = Stack::start().await;
+    let mut b = Browser::start();
+    s.login(&mut b, "/dashboard", "erin");
+    assert!(s.portcullis.stop().success());
+    s.portcullis = Portcullis::start(&s.config).await;
+    let page = b.goto(&s.url("/dashboard?again=1"));
+    assert_eq!(
+        page["url"],
+        s.url("/dashboard?again=1"),
+        "no new login: {page}"
+    );
+    assert_eq!(
+        deep_link_request(&s, "/dashboard").all("x-auth-request-email"),
+        ["erin@example.com"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Envoy and the OpenID provider: run scripts/test"]
+async fn redirects_never_leave_the_site() {
+    let s = Stack::start().await;
+    let http = http_client();
+    for target in [
+        "//evil.example",
+        "/\\evil.example",
+        "/%09/evil.example",
+        "https:evil.example",
+        "javascript:alert(1)",
+    ] {
+        // As a deep link: the provider or a refusal, never the target.
+        let r = http
+            .get(s.url(&format!("/{}", target.trim_start_matches('/'))))
+            .header("sec-fetch-mode", "navigate")
+            .send()
+            .await
+            .unwrap();
+        if let Some(location) = r.headers().get("location") {
+            let location = location.to_str().unwrap();
+            assert!(location.starts_with(&s.op.issuer), "{target}: {location}");
+        }
+        // As a logout target: logout goes to the provider and asks it to come back here.
+        let r = http
+            .get(s.url(&format!(
+                "/logout?returnTo={target}&post_logout_redirect_uri={target}"
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+        assert!(
+            location.as_str().starts_with(&s.op.issuer),
+            "{target}: {location}"
+        );
+        let back = location
+            .query_pairs()
+            .find(|(k, _)| k == "post_logout_redirect_uri")
+            .unwrap()
+            .1;
+        assert_eq!(back, format!("{}/", s.envoy.url), "{target}");
+    }
+}
+
+async fn token_requests(s: &Stack) -> u64 {
+    let m = s.portcullis.metrics().await;
+    m.lines()
+        .filter(|l| {
+            l.starts_with("portcullis_idp_request_duration_seconds_count{endpoint=\"token\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The last request the upstream saw under `prefix` (the browser also asks for /favicon.ico).
+fn deep_link_request(s: &Stack, prefix: &str) -> Seen {
+    s.upstream
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.uri.starts_with(prefix))
+        .unwrap_or_else(|| panic!("the upstream saw nothing under {prefix}"))
+}
