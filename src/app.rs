@@ -117,7 +117,7 @@ impl Core {
             );
         } else {
             authorizer = authorizer.with_login(
-                login_flow(config, provider_keys, client.clone()),
+                login_flow(config, provider_keys, client.clone(), metrics.clone()),
                 config.upstream_authorization,
             );
         }
@@ -131,7 +131,12 @@ impl Core {
 }
 
 /// Binds the configured ports and runs until SIGTERM or Ctrl-C.
-fn login_flow(config: &Config, keys: Arc<JwksCache>, client: IdpClient) -> LoginFlow {
+fn login_flow(
+    config: &Config,
+    keys: Arc<JwksCache>,
+    client: IdpClient,
+    metrics: Arc<Metrics>,
+) -> LoginFlow {
     let p = &config.provider;
     let l = &config.login;
     let sessions = SessionStore::new(
@@ -159,10 +164,12 @@ fn login_flow(config: &Config, keys: Arc<JwksCache>, client: IdpClient) -> Login
             user_id_claim: p.user_id_claim.clone(),
             groups_claim: p.groups_claim.clone(),
             leeway: p.leeway.as_secs(),
+            refresh_before: config.session.refresh_before,
         },
         keys,
         client,
         sessions,
+        metrics,
     )
 }
 

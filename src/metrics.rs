@@ -9,7 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::authz::decision::DecisionKind;
+use crate::authz::decision::{DecisionKind, RedirectReason};
 use crate::authz::{Decision, RouteName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
@@ -87,6 +87,35 @@ struct IdpLabels {
     result: FetchResult,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum LoginStage {
+    started,
+    completed,
+    failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LoginLabels {
+    stage: LoginStage,
+    reason: &'static str,
+}
+
+/// How a refresh ended: new tokens, the session ended by the IdP (invalid_grant), or a failure
+/// that keeps the session until its access token expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RefreshResult {
+    ok,
+    ended,
+    failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefreshLabels {
+    result: RefreshResult,
+}
+
 /// Every metric of the process, registered once at startup and shared behind an `Arc`.
 pub struct Metrics {
     registry: Registry,
@@ -96,6 +125,9 @@ pub struct Metrics {
     token_cache: Family<CacheLabels, Counter>,
     idp_duration: Family<IdpLabels, Histogram>,
     ready: Gauge,
+    logins: Family<LoginLabels, Counter>,
+    refreshes: Family<RefreshLabels, Counter>,
+    logouts: Counter,
 }
 
 impl Default for Metrics {
@@ -156,6 +188,20 @@ impl Metrics {
             "1 once discovery and keys of every issuer are loaded",
             ready.clone(),
         );
+        let logins = Family::<LoginLabels, Counter>::default();
+        registry.register(
+            "logins",
+            "Browser logins by stage (started, completed, failed) and reason",
+            logins.clone(),
+        );
+        let refreshes = Family::<RefreshLabels, Counter>::default();
+        registry.register(
+            "refreshes",
+            "Access token refreshes by result",
+            refreshes.clone(),
+        );
+        let logouts = Counter::default();
+        registry.register("logouts", "Logouts", logouts.clone());
         let build = prometheus_client::metrics::info::Info::new(vec![(
             "version",
             env!("CARGO_PKG_VERSION"),
@@ -169,7 +215,16 @@ impl Metrics {
             token_cache,
             idp_duration,
             ready,
+            logins,
+            refreshes,
+            logouts,
         }
+    }
+
+    pub fn refresh(&self, result: RefreshResult) {
+        self.refreshes
+            .get_or_create(&RefreshLabels { result })
+            .inc();
     }
 
     pub fn record_check(&self, decision: &Decision, elapsed: Duration) {
@@ -189,6 +244,24 @@ impl Metrics {
         self.check_duration
             .get_or_create(&DurationLabels { decision: label })
             .observe(elapsed.as_secs_f64());
+        // The login funnel, read off the decisions of the login flow.
+        let stage = match decision {
+            Decision::Redirect(r) => match r.reason {
+                RedirectReason::Login => Some(LoginStage::started),
+                RedirectReason::LoginComplete => Some(LoginStage::completed),
+                RedirectReason::Logout => {
+                    self.logouts.inc();
+                    None
+                }
+            },
+            Decision::Page(_) => Some(LoginStage::failed),
+            Decision::Allow(_) | Decision::Deny(_) => None,
+        };
+        if let Some(stage) = stage {
+            self.logins
+                .get_or_create(&LoginLabels { stage, reason })
+                .inc();
+        }
     }
 
     pub fn jwks_fetch(&self, trigger: FetchTrigger, result: FetchResult) {

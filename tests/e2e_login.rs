@@ -96,6 +96,11 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// With the provider's access token lifetime set to `ttl` seconds.
+    async fn start_with(ttl: Option<u64>) -> Self {
         let upstream = EchoUpstream::start().await;
         let grpc = free_port();
         let ports = EnvoyPorts::free(grpc, upstream.port);
@@ -103,6 +108,7 @@ impl Stack {
         let op = Op::start(OpOptions {
             redirect_uris: vec![format!("{site}/authorization-code/callback")],
             post_logout_uris: vec![format!("{site}/")],
+            access_token_ttl: ttl,
             ..OpOptions::auth0()
         })
         .await;
@@ -403,6 +409,41 @@ async fn redirects_never_leave_the_site() {
             .1;
         assert_eq!(back, format!("{}/", s.envoy.url), "{target}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn short_tokens_are_refreshed_once_even_under_parallel_requests() {
+    let s = Stack::start_with(Some(5)).await;
+    let mut b = Browser::start();
+    s.login(&mut b, "/start", "frank");
+    let first = deep_link_request(&s, "/start").all("authorization");
+    // Past half of the 5 s lifetime (refresh_before is capped at half), before expiry.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let burst = b.run(json!({"op": "fetch_many", "url": s.url("/api/tables"), "count": 20}));
+    assert_eq!(burst["statuses"], json!(vec![200; 20]), "{burst}");
+    assert_eq!(
+        metric(&s, "portcullis_refreshes_total{result=\"ok\"}").await,
+        1,
+        "one refresh for 20 requests"
+    );
+    let renewed = deep_link_request(&s, "/api/tables").all("authorization");
+    assert_ne!(renewed, first, "the upstream got the new access token");
+    // Well past the first token's expiry the user is still working, without a new login.
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    let page = b.goto(&s.url("/later"));
+    assert_eq!(page["url"], s.url("/later"), "{page}");
+    assert_eq!(
+        deep_link_request(&s, "/later").all("x-auth-request-email"),
+        ["frank@example.com"]
+    );
+}
+
+async fn metric(s: &Stack, series: &str) -> u64 {
+    let m = s.portcullis.metrics().await;
+    m.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 async fn token_requests(s: &Stack) -> u64 {

@@ -119,7 +119,7 @@ impl Authorizer {
             // Until the browser login flow exists, a login route answers like an API route.
             Action::Api | Action::Login => {
                 let principal = match credentials::credential(req) {
-                    Credential::None => return self.session_or_login(req, route),
+                    Credential::None => return self.session_or_login(req, route).await,
                     Credential::MalformedBearer => {
                         return self.deny(&route.name, DenyReason::MalformedAuthorization);
                     }
@@ -138,19 +138,19 @@ impl Authorizer {
 
     /// No bearer token: a valid session cookie, else the login redirect (browser navigations on
     /// login routes) or a 401 that names where to log in (everything else).
-    fn session_or_login(&self, req: &AuthzRequest, route: &Route) -> Decision {
+    async fn session_or_login(&self, req: &AuthzRequest, route: &Route) -> Decision {
         let Some(login) = &self.login else {
             return self.deny(&route.name, DenyReason::MissingCredential);
         };
         let now = now_secs();
         let sessions = login.sessions();
         let present = req.header("cookie").map(names).unwrap_or_default();
-        let miss = match sessions.load(req.header("cookie"), now) {
-            // Without refresh, a session lives as long as its access token.
-            Ok(s) if s.access_expires_at != 0 && s.access_expires_at <= now => {
-                crate::session::SessionMiss::Expired
-            }
-            Ok(mut s) => {
+        let loaded = match sessions.load(req.header("cookie"), now) {
+            Ok(s) => login.fresh_session(s, now).await,
+            Err(miss) => Err(miss),
+        };
+        let miss = match loaded {
+            Ok((mut s, refreshed)) => {
                 if let Err(unmet) = route.require.check(&s.principal) {
                     return self.deny(&route.name, DenyReason::Requirement(unmet));
                 }
@@ -159,7 +159,7 @@ impl Authorizer {
                     UpstreamAuthorization::AccessToken => s.access_token.clone(),
                     UpstreamAuthorization::IdToken => Some(s.id_token.clone()),
                 };
-                let set_cookies = if sessions.needs_touch(&s, now) {
+                let set_cookies = if refreshed || sessions.needs_touch(&s, now) {
                     s.seen_at = now;
                     sessions.save(&s, &present)
                 } else {

@@ -15,10 +15,10 @@ use super::id_token;
 use crate::authz::decision::{Page, PageReason, Redirect, RedirectReason};
 use crate::authz::policy::host_without_port;
 use crate::authz::{AuthzRequest, Decision, Principal, RouteName};
-use crate::metrics::IdpEndpoint;
+use crate::metrics::{IdpEndpoint, Metrics, RefreshResult};
 use crate::secret::Secret;
 use crate::session::cookie::names;
-use crate::session::{Purpose, Session, SessionStore};
+use crate::session::{Purpose, Session, SessionMiss, SessionStore};
 use crate::token::JwksCache;
 use crate::token::now_secs;
 
@@ -51,6 +51,8 @@ pub struct LoginSettings {
     pub user_id_claim: String,
     pub groups_claim: String,
     pub leeway: u64,
+    /// Refresh the access token when less than this remains (at most half its lifetime).
+    pub refresh_before: Duration,
 }
 
 pub struct LoginFlow {
@@ -60,7 +62,21 @@ pub struct LoginFlow {
     sessions: SessionStore,
     /// States whose callback already ran: a replay is refused even if the browser kept the cookie.
     used_states: moka::sync::Cache<String, ()>,
+    /// One refresh per session and access token, shared by every request that arrives meanwhile
+    /// (and by the ones still carrying the old cookie shortly after).
+    flights: moka::future::Cache<(String, u64), Arc<Refreshed>>,
+    metrics: Arc<Metrics>,
     route: RouteName,
+}
+
+/// How a refresh ended.
+#[derive(Debug)]
+enum Refreshed {
+    Tokens(Box<Session>),
+    /// The IdP refused the refresh token (`invalid_grant`): the session is over.
+    Ended,
+    /// The IdP could not be asked or answered badly: keep the session while its token lasts.
+    Failed,
 }
 
 impl LoginFlow {
@@ -69,12 +85,18 @@ impl LoginFlow {
         keys: Arc<JwksCache>,
         client: IdpClient,
         sessions: SessionStore,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             settings,
             keys,
             client,
             sessions,
+            flights: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            metrics,
             used_states: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(LOGIN_TTL)
@@ -223,13 +245,19 @@ impl LoginFlow {
         {
             Ok(t) => t,
             Err(why) => {
-                tracing::warn!(reason = why, "token endpoint refused the code exchange");
+                tracing::warn!(
+                    reason = why.as_str(),
+                    "token endpoint refused the code exchange"
+                );
                 return self.page(PageReason::TokenEndpointFailed, &retry, clear_tx);
             }
         };
         let now = now_secs();
+        let Some(id_token) = tokens.id_token else {
+            return self.page(PageReason::IdTokenInvalid, &retry, clear_tx);
+        };
         let claims = match id_token::validate(
-            &tokens.id_token,
+            &id_token,
             &self.keys,
             &metadata.issuer,
             &self.settings.client_id,
@@ -252,10 +280,12 @@ impl LoginFlow {
             &self.settings.groups_claim,
         );
         let session = Session {
+            sid: random_token(),
             principal,
-            id_token: tokens.id_token,
+            id_token,
             access_token: tokens.access_token,
             access_expires_at: tokens.expires_in.map_or(0, |s| now + s),
+            access_issued_at: now,
             refresh_token: tokens.refresh_token,
             created_at: now,
             seen_at: now,
@@ -321,7 +351,7 @@ impl LoginFlow {
         &self,
         endpoint: &Url,
         form: &[(&str, &str)],
-    ) -> Result<TokenResponse, &'static str> {
+    ) -> Result<TokenResponse, ExchangeError> {
         let secret = self.settings.client_secret.as_ref().map(Secret::expose);
         let (status, body) = self
             .client
@@ -333,15 +363,101 @@ impl LoginFlow {
                 form,
             )
             .await
-            .map_err(|_| "unreachable")?;
+            .map_err(|_| ExchangeError::Unreachable)?;
         if status != 200 {
-            return Err(if status == 400 {
-                "invalid_grant_or_request"
+            #[derive(Deserialize)]
+            struct OAuthError {
+                error: String,
+            }
+            let invalid_grant = serde_json::from_slice::<OAuthError>(&body)
+                .is_ok_and(|e| e.error == "invalid_grant");
+            return Err(if invalid_grant {
+                ExchangeError::InvalidGrant
             } else {
-                "error_status"
+                ExchangeError::Status
             });
         }
-        serde_json::from_slice(&body).map_err(|_| "malformed_response")
+        serde_json::from_slice(&body).map_err(|_| ExchangeError::Malformed)
+    }
+
+    /// The session with an access token fit for use: refreshed when less than `refresh_before`
+    /// (at most half its lifetime, so short tokens don't refresh on every request) remains.
+    /// `Ok((session, true))` when it was refreshed and the cookie must be reissued.
+    pub async fn fresh_session(
+        &self,
+        s: Session,
+        now: u64,
+    ) -> Result<(Session, bool), SessionMiss> {
+        let exp = s.access_expires_at;
+        if exp == 0 {
+            return Ok((s, false));
+        }
+        let lifetime = exp.saturating_sub(s.access_issued_at);
+        let early = self.settings.refresh_before.as_secs().min(lifetime / 2);
+        if now.saturating_add(early) < exp {
+            return Ok((s, false));
+        }
+        let still_valid = now < exp;
+        if s.refresh_token.is_none() {
+            return if still_valid {
+                Ok((s, false))
+            } else {
+                Err(SessionMiss::Expired)
+            };
+        }
+        let key = (s.sid.clone(), exp);
+        let outcome = self
+            .flights
+            .get_with(key, self.refresh(s.clone(), now))
+            .await;
+        match &*outcome {
+            Refreshed::Tokens(new) => Ok(((**new).clone(), true)),
+            Refreshed::Ended => Err(SessionMiss::Expired),
+            Refreshed::Failed if still_valid => Ok((s, false)),
+            Refreshed::Failed => Err(SessionMiss::Expired),
+        }
+    }
+
+    async fn refresh(&self, mut s: Session, now: u64) -> Arc<Refreshed> {
+        let endpoint = self.keys.metadata().and_then(|m| m.token_endpoint.clone());
+        let (Some(endpoint), Some(refresh_token)) = (endpoint, s.refresh_token.clone()) else {
+            return Arc::new(Refreshed::Failed);
+        };
+        let result = self
+            .exchange(
+                &endpoint,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &refresh_token),
+                ],
+            )
+            .await;
+        let (outcome, label) = match result {
+            Ok(tokens) => {
+                s.access_token = tokens.access_token.or(s.access_token);
+                s.access_expires_at = tokens.expires_in.map_or(0, |e| now + e);
+                s.access_issued_at = now;
+                // Providers that rotate refresh tokens send a new one; the others keep the old.
+                s.refresh_token = tokens.refresh_token.or(s.refresh_token);
+                // A new ID token from the token endpoint (a direct TLS answer to an authenticated
+                // client) only replaces the logout hint; who the user is was settled at login.
+                if let Some(id) = tokens.id_token {
+                    s.id_token = id;
+                }
+                s.seen_at = now;
+                (Refreshed::Tokens(Box::new(s)), RefreshResult::ok)
+            }
+            Err(ExchangeError::InvalidGrant) => (Refreshed::Ended, RefreshResult::ended),
+            Err(why) => {
+                tracing::warn!(
+                    reason = why.as_str(),
+                    "refreshing an access token failed; keeping the session while it lasts"
+                );
+                (Refreshed::Failed, RefreshResult::failed)
+            }
+        };
+        self.metrics.refresh(label);
+        Arc::new(outcome)
     }
 
     fn redirect_uri(&self, req: &AuthzRequest) -> String {
@@ -386,9 +502,28 @@ impl LoginFlow {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+enum ExchangeError {
+    Unreachable,
+    InvalidGrant,
+    Status,
+    Malformed,
+}
+
+impl ExchangeError {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::InvalidGrant => "invalid_grant",
+            Self::Status => "error_status",
+            Self::Malformed => "malformed_response",
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct TokenResponse {
-    id_token: String,
+    id_token: Option<String>,
     access_token: Option<String>,
     refresh_token: Option<String>,
     expires_in: Option<u64>,

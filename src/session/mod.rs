@@ -16,11 +16,15 @@ use crate::authz::Principal;
 /// One logged-in browser.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Session {
+    /// Random, per login: names the session for single-flight refreshes.
+    pub sid: String,
     pub principal: Principal,
     pub id_token: String,
     pub access_token: Option<String>,
     /// Unix seconds; 0 when unknown.
     pub access_expires_at: u64,
+    /// When the current access token was obtained (its lifetime bounds how early it is refreshed).
+    pub access_issued_at: u64,
     pub refresh_token: Option<String>,
     pub created_at: u64,
     pub seen_at: u64,
@@ -124,10 +128,12 @@ mod tests {
 
     fn session(now: u64) -> Session {
         Session {
+            sid: "sid".into(),
             principal: Principal::from_claims("sub".into(), Default::default(), "email", "groups"),
             id_token: "a.b.c".repeat(300),
             access_token: Some("d.e.f".repeat(300)),
             access_expires_at: now + 300,
+            access_issued_at: now,
             refresh_token: Some("r".into()),
             created_at: now,
             seen_at: now,
