@@ -12,18 +12,24 @@ use tonic_health::ServingStatus;
 
 use crate::authz::Authorizer;
 use crate::config::Config;
+use crate::config::StoreKind;
 use crate::grpc::AuthorizationService;
 use crate::metrics::{FetchTrigger, Metrics};
 use crate::oidc::IdpClient;
 use crate::oidc::login::{LoginFlow, LoginSettings};
 use crate::oidc::provider::same_issuer;
-use crate::session::{Codec, Cookies, SessionStore};
+use crate::session::store::{MemoryStore, RedisStore};
+use crate::session::{Backend, Codec, Cookies, SessionStore};
 use crate::token::{IdentityClaims, Issuer, JwksCache, TokenCache, Verifier};
 
 /// Validated tokens kept at most; ~1 KiB each with their claims.
 const TOKEN_CACHE_ENTRIES: u64 = 10_000;
 /// A cached token is re-verified at least this often, so a withdrawn key stops working.
 const TOKEN_CACHE_MAX_TTL: Duration = Duration::from_secs(300);
+/// Sessions the memory store keeps at most.
+const MEMORY_SESSIONS: u64 = 100_000;
+/// Every Redis command is bounded by this; a slower Redis is an unavailable one.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long in-flight work may take after SIGTERM before the process exits anyway.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -49,7 +55,8 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn build(config: &Config, metrics: Arc<Metrics>) -> Self {
+    /// Builds everything; connects to Redis when it is the session store.
+    pub async fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let client = IdpClient::new(metrics.clone());
         let min_refetch = config.provider.jwks_min_refetch_interval;
         let mut caches: Vec<(String, Arc<JwksCache>)> = vec![(
@@ -117,25 +124,51 @@ impl Core {
             );
         } else {
             authorizer = authorizer.with_login(
-                login_flow(config, provider_keys, client.clone(), metrics.clone()),
+                login_flow(
+                    config,
+                    provider_keys,
+                    client.clone(),
+                    metrics.clone(),
+                    session_backend(config).await?,
+                ),
                 config.upstream_authorization,
             );
         }
         let authorizer = Arc::new(authorizer);
-        Self {
+        Ok(Self {
             authorizer,
             caches: caches.into_iter().map(|(_, c)| c).collect(),
             metrics,
-        }
+        })
     }
 }
 
 /// Binds the configured ports and runs until SIGTERM or Ctrl-C.
+/// The configured session store; Redis is connected now so that a wrong URL fails at startup.
+async fn session_backend(config: &Config) -> anyhow::Result<Backend> {
+    Ok(match config.session.store {
+        StoreKind::Cookie => Backend::Cookie,
+        StoreKind::Memory => Backend::Memory(MemoryStore::new(MEMORY_SESSIONS)),
+        StoreKind::Redis => {
+            let url = config
+                .session
+                .redis_url
+                .as_ref()
+                .context("session.redis.url: missing")?;
+            let store = RedisStore::connect(url.expose(), REDIS_TIMEOUT)
+                .await
+                .map_err(|e| anyhow::anyhow!("session.redis.url: cannot connect: {e}"))?;
+            Backend::Redis(store)
+        }
+    })
+}
+
 fn login_flow(
     config: &Config,
     keys: Arc<JwksCache>,
     client: IdpClient,
     metrics: Arc<Metrics>,
+    backend: Backend,
 ) -> LoginFlow {
     let p = &config.provider;
     let l = &config.login;
@@ -144,6 +177,7 @@ fn login_flow(
         Cookies::new(&config.session.cookie_name, config.session.secure),
         config.session.absolute_timeout,
         config.session.idle_timeout,
+        backend,
     );
     LoginFlow::new(
         LoginSettings {
@@ -191,7 +225,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let core = Core::build(&config, metrics.clone());
+    let core = Core::build(&config, metrics.clone()).await?;
     tracing::info!(
         grpc = %grpc_listener.local_addr()?,
         admin = %admin_listener.local_addr()?,
@@ -324,7 +358,13 @@ async fn shutdown_signal() {
 
 /// `check-config`: every issuer's discovery document and keys, one line each. True when all load.
 pub async fn check_providers(config: &Config) -> bool {
-    let core = Core::build(config, Arc::new(Metrics::new()));
+    let core = match Core::build(config, Arc::new(Metrics::new())).await {
+        Ok(core) => core,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return false;
+        }
+    };
     let mut ok = true;
     for cache in &core.caches {
         match cache.refresh(FetchTrigger::startup).await {

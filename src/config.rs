@@ -864,9 +864,12 @@ fn validate_session(s: SessionFile, base: Option<&Path>, problems: &mut Vec<Stri
     {
         problems.push("session.cookie_name: letters, digits, - and _ only".into());
     }
-    if s.store != StoreKind::Cookie {
-        // Listed in the schema so configs written for them parse; served by the cookie store today.
-        problems.push("session.store: only `cookie` is available in this version".into());
+    if let Some(r) = &s.redis
+        && !(r.url.starts_with("redis://")
+            || r.url.starts_with("rediss://")
+            || r.url.starts_with("redis+unix://"))
+    {
+        problems.push("session.redis.url: redis://, rediss:// (TLS) or redis+unix:// URL".into());
     }
     if s.store == StoreKind::Redis && s.redis.is_none() {
         problems.push("session.redis.url: required with store: redis".into());

@@ -86,8 +86,16 @@ impl Drop for Browser {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Cookie,
+    Memory,
+    Redis,
+}
+
 struct Stack {
     op: Op,
+    _redis: Option<Redis>,
     portcullis: Portcullis,
     envoy: Envoy,
     upstream: EchoUpstream,
@@ -96,11 +104,25 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Self {
-        Self::start_with(None).await
+        Self::start_with(None, Store::Cookie).await
     }
 
-    /// With the provider's access token lifetime set to `ttl` seconds.
-    async fn start_with(ttl: Option<u64>) -> Self {
+    /// With the provider's access token lifetime set to `ttl` seconds, and sessions in `store`.
+    async fn start_with(ttl: Option<u64>, store: Store) -> Self {
+        let redis = match store {
+            Store::Redis => Some(Redis::start().await),
+            Store::Cookie | Store::Memory => None,
+        };
+        let secret = session_secret();
+        let session = match (store, &redis) {
+            (Store::Cookie, _) => format!("{{secret: '{secret}'}}"),
+            (Store::Memory, _) => format!("{{secret: '{secret}', store: memory}}"),
+            (Store::Redis, Some(r)) => format!(
+                "{{secret: '{secret}', store: redis, redis: {{url: '{}'}}}}",
+                r.url
+            ),
+            (Store::Redis, None) => unreachable!(),
+        };
         let upstream = EchoUpstream::start().await;
         let grpc = free_port();
         let ports = EnvoyPorts::free(grpc, upstream.port);
@@ -117,19 +139,19 @@ impl Stack {
             "listen: {{grpc: '127.0.0.1:{grpc}', admin: '127.0.0.1:{admin}'}}\n\
              provider:\n  issuer: '{issuer}'\n  client_id: {CLIENT_ID}\n  client_secret: {CLIENT_SECRET}\n\
              \x20 audience: '{AUDIENCE}'\n  extra_auth_params: {{prompt: consent}}\n\
-             session: {{secret: '{secret}'}}\n\
+             session: {session}\n\
              routes:\n\
              - {{name: health, path_prefix: /healthcheck, action: public}}\n\
              - {{name: api, path_prefix: /api/, action: api}}\n\
              - {{name: app, path_prefix: /, action: login}}\n",
             admin = free_port(),
             issuer = op.issuer,
-            secret = session_secret(),
         );
         let portcullis = Portcullis::start(&config).await;
         let envoy = Envoy::from_shipped("envoy/envoy.yaml", ports).await;
         Self {
             op,
+            _redis: redis,
             portcullis,
             envoy,
             upstream,
@@ -414,7 +436,7 @@ async fn redirects_never_leave_the_site() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
 async fn short_tokens_are_refreshed_once_even_under_parallel_requests() {
-    let s = Stack::start_with(Some(5)).await;
+    let s = Stack::start_with(Some(5), Store::Cookie).await;
     let mut b = Browser::start();
     s.login(&mut b, "/start", "frank");
     let first = deep_link_request(&s, "/start").all("authorization");
@@ -437,6 +459,84 @@ async fn short_tokens_are_refreshed_once_even_under_parallel_requests() {
         deep_link_request(&s, "/later").all("x-auth-request-email"),
         ["frank@example.com"]
     );
+}
+
+/// With a server-side store, logout revokes the session: the old cookie value, replayed, is refused.
+async fn logout_revokes(store: Store) -> Stack {
+    let s = Stack::start_with(None, store).await;
+    let mut b = Browser::start();
+    s.login(&mut b, "/", "grace");
+    let cookies = b.run(json!({"op": "cookies"}));
+    let session = cookies["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "__Host-portcullis")
+        .expect("a session cookie")["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let replay = || async {
+        http_client()
+            .get(s.url("/api/tables"))
+            .header("cookie", format!("__Host-portcullis={session}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(
+        replay().await,
+        200,
+        "the copied cookie works while the session lives"
+    );
+    b.goto(&s.url("/logout"));
+    assert_eq!(replay().await, 401, "{store:?}: replayed after logout");
+    let page = b.goto(&s.url("/"));
+    assert!(
+        page["url"].as_str().unwrap().starts_with(&s.op.issuer),
+        "login again: {page}"
+    );
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn memory_store_logout_revokes_the_session() {
+    logout_revokes(Store::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy, Redis and the OpenID provider: run scripts/test"]
+async fn redis_store_survives_a_restart_and_logout_revokes_the_session() {
+    let mut s = Stack::start_with(None, Store::Redis).await;
+    let mut b = Browser::start();
+    s.login(&mut b, "/before", "heidi");
+    let cookie_len = b.run(json!({"op": "cookies"}))["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "__Host-portcullis")
+        .map(|c| c["value"].as_str().unwrap().len())
+        .unwrap();
+    assert!(
+        cookie_len < 200,
+        "the cookie holds only a sealed session id ({cookie_len} bytes)"
+    );
+    assert!(s.portcullis.stop().success());
+    s.portcullis = Portcullis::start(&s.config).await;
+    let page = b.goto(&s.url("/after"));
+    assert_eq!(
+        page["url"],
+        s.url("/after"),
+        "still logged in after a restart: {page}"
+    );
+    assert_eq!(
+        deep_link_request(&s, "/after").all("x-auth-request-email"),
+        ["heidi@example.com"]
+    );
+    drop(b);
+    logout_revokes(Store::Redis).await;
 }
 
 async fn metric(s: &Stack, series: &str) -> u64 {

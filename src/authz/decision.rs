@@ -253,6 +253,7 @@ pub enum DenyReason {
     NoRoute,
     RouteDenied,
     Requirement(Unmet),
+    SessionStoreUnavailable,
 }
 
 impl DenyReason {
@@ -268,6 +269,7 @@ impl DenyReason {
             Self::Requirement(Unmet::Claim) => "claim_required",
             Self::Requirement(Unmet::Group) => "group_required",
             Self::Requirement(Unmet::EmailDomain) => "email_domain_required",
+            Self::SessionStoreUnavailable => "session_store_unavailable",
         }
     }
 }
@@ -338,6 +340,12 @@ impl Deny {
             DenyReason::Path(_) | DenyReason::InvalidRequest => {
                 (400, None, "bad_request", "the request cannot be authorized")
             }
+            DenyReason::SessionStoreUnavailable => (
+                503,
+                None,
+                "temporarily_unavailable",
+                "sessions cannot be read right now",
+            ),
             DenyReason::NoRoute | DenyReason::RouteDenied => {
                 (403, None, "forbidden", "access denied")
             }

@@ -107,7 +107,7 @@ impl Authorizer {
                 return login.callback(req).await;
             }
             if path == login.logout_path() {
-                return login.logout(req);
+                return login.logout(req).await;
             }
         }
         let Some(route) = self.policy.route_for(&req.method, &req.authority, path) else {
@@ -145,7 +145,7 @@ impl Authorizer {
         let now = now_secs();
         let sessions = login.sessions();
         let present = req.header("cookie").map(names).unwrap_or_default();
-        let loaded = match sessions.load(req.header("cookie"), now) {
+        let loaded = match sessions.load(req.header("cookie"), now).await {
             Ok(s) => login.fresh_session(s, now).await,
             Err(miss) => Err(miss),
         };
@@ -161,7 +161,13 @@ impl Authorizer {
                 };
                 let set_cookies = if refreshed || sessions.needs_touch(&s, now) {
                     s.seen_at = now;
-                    sessions.save(&s, &present)
+                    match sessions.save(&s, &present).await {
+                        Ok(cookies) => cookies,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "session store unavailable");
+                            return self.deny(&route.name, DenyReason::SessionStoreUnavailable);
+                        }
+                    }
                 } else {
                     Vec::new()
                 };
@@ -177,6 +183,9 @@ impl Authorizer {
                         .push((Arc::from("authorization"), format!("Bearer {token}")));
                 }
                 return decision;
+            }
+            Err(crate::session::SessionMiss::Unavailable) => {
+                return self.deny(&route.name, DenyReason::SessionStoreUnavailable);
             }
             Err(miss) => miss,
         };

@@ -354,13 +354,21 @@ fn durations_and_addresses_are_checked() {
 }
 
 #[test]
-fn server_side_stores_are_refused_until_they_exist() {
+fn redis_needs_a_redis_url() {
+    let p = problems(&format!("{}session: {{store: redis}}", minimal()));
+    assert_eq!(p, ["session.redis.url: required with store: redis"]);
     let p = problems(&format!(
-        "{}session: {{store: redis, redis: {{url: 'redis://127.0.0.1/0'}}}}",
+        "{}session: {{store: redis, redis: {{url: 'http://x'}}}}",
         minimal()
     ));
-    assert_eq!(
-        p,
-        ["session.store: only `cookie` is available in this version"]
+    assert!(p[0].starts_with("session.redis.url"), "{p:?}");
+    let c = load(&format!(
+        "{}session: {{store: redis, redis: {{url: 'rediss://:pw@r:6380/0'}}}}",
+        minimal()
+    ))
+    .unwrap();
+    assert!(
+        !format!("{c:?}").contains(":pw@"),
+        "the URL may hold a password: never in Debug"
     );
 }

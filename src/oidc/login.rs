@@ -291,7 +291,13 @@ impl LoginFlow {
             seen_at: now,
         };
         let present = cookie_header.map(names).unwrap_or_default();
-        let mut set_cookies = self.sessions.save(&session, &present);
+        let mut set_cookies = match self.sessions.save(&session, &present).await {
+            Ok(cookies) => cookies,
+            Err(e) => {
+                tracing::warn!(error = %e, "storing a new session failed");
+                return self.page(PageReason::LoginUnavailable, &retry, clear_tx);
+            }
+        };
         set_cookies.extend(clear_tx);
         Decision::Redirect(Redirect {
             route: self.route.clone(),
@@ -302,12 +308,12 @@ impl LoginFlow {
     }
 
     /// Ends the session here and at the IdP. The query is ignored: logout never goes off-site.
-    pub fn logout(&self, req: &AuthzRequest) -> Decision {
+    pub async fn logout(&self, req: &AuthzRequest) -> Decision {
         let cookie_header = req.header("cookie");
         let id_token = self
             .sessions
-            .load(cookie_header, now_secs())
-            .ok()
+            .end(cookie_header, now_secs())
+            .await
             .map(|s| s.id_token);
         let present = cookie_header.map(names).unwrap_or_default();
         let set_cookies = self.sessions.cookies().clear_all(&present);

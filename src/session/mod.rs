@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod cookie;
+pub mod store;
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use codec::{Codec, Purpose};
 pub use cookie::Cookies;
+pub use store::{Backend, StoreError};
 
 use crate::authz::Principal;
 
@@ -37,28 +39,46 @@ pub enum SessionMiss {
     Invalid,
     Expired,
     Idle,
+    /// A server-side store no longer has it: logged out (or evicted).
+    Revoked,
+    /// The server-side store did not answer: fail closed.
+    Unavailable,
 }
 
-/// Sessions in cookies: sealing, reading, timeouts.
+/// What the cookie holds when the session itself lives server-side.
+#[derive(Serialize, Deserialize)]
+struct Handle {
+    sid: String,
+}
+
+/// Sessions: sealing, reading, timeouts, and the configured store.
 #[derive(Debug)]
 pub struct SessionStore {
     codec: Codec,
     cookies: Cookies,
     absolute: Duration,
     idle: Duration,
+    backend: Backend,
 }
 
-/// `seen_at` is rewritten at most this often, so an active session does not reissue its cookie on
-/// every request.
+/// `seen_at` is rewritten at most this often, so an active session does not reissue its cookie (or
+/// rewrite its store entry) on every request.
 const TOUCH_EVERY: u64 = 60;
 
 impl SessionStore {
-    pub fn new(codec: Codec, cookies: Cookies, absolute: Duration, idle: Duration) -> Self {
+    pub fn new(
+        codec: Codec,
+        cookies: Cookies,
+        absolute: Duration,
+        idle: Duration,
+        backend: Backend,
+    ) -> Self {
         Self {
             codec,
             cookies,
             absolute,
             idle,
+            backend,
         }
     }
 
@@ -70,7 +90,15 @@ impl SessionStore {
         &self.codec
     }
 
-    pub fn load(&self, cookie_header: Option<&str>, now: u64) -> Result<Session, SessionMiss> {
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub async fn load(
+        &self,
+        cookie_header: Option<&str>,
+        now: u64,
+    ) -> Result<Session, SessionMiss> {
         let header = cookie_header.ok_or(SessionMiss::None)?;
         let sealed = self
             .cookies
@@ -80,7 +108,20 @@ impl SessionStore {
             .codec
             .open(Purpose::Session, &sealed)
             .map_err(|_| SessionMiss::Invalid)?;
-        let session: Session = serde_json::from_slice(&plain).map_err(|_| SessionMiss::Invalid)?;
+        let session: Session = if self.backend.is_server_side() {
+            let handle: Handle =
+                serde_json::from_slice(&plain).map_err(|_| SessionMiss::Invalid)?;
+            match self.backend.get(&handle.sid).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return Err(SessionMiss::Revoked),
+                Err(e) => {
+                    tracing::warn!(error = %e, "session store unavailable");
+                    return Err(SessionMiss::Unavailable);
+                }
+            }
+        } else {
+            serde_json::from_slice(&plain).map_err(|_| SessionMiss::Invalid)?
+        };
         if now >= session.created_at.saturating_add(self.absolute.as_secs()) {
             return Err(SessionMiss::Expired);
         }
@@ -90,25 +131,43 @@ impl SessionStore {
         Ok(session)
     }
 
-    /// Whether the cookie should be reissued to record activity.
+    /// Whether the session should be stored again to record activity.
     pub fn needs_touch(&self, s: &Session, now: u64) -> bool {
         now >= s.seen_at.saturating_add(TOUCH_EVERY)
     }
 
-    /// `Set-Cookie` lines storing `s`. `present` are the cookie names the browser sent.
-    pub fn save(&self, s: &Session, present: &[&str]) -> Vec<String> {
-        let json = serde_json::to_vec(s).expect("a session always serializes");
-        let sealed = self.codec.seal(Purpose::Session, &json);
+    /// Stores `s` and returns the `Set-Cookie` lines for it. `present` are the cookie names the
+    /// browser sent.
+    pub async fn save(&self, s: &Session, present: &[&str]) -> Result<Vec<String>, StoreError> {
         let left = s
             .created_at
             .saturating_add(self.absolute.as_secs())
             .saturating_sub(s.seen_at);
-        self.cookies.set(
+        let plain = if self.backend.is_server_side() {
+            let ttl = Duration::from_secs(left).min(self.idle);
+            self.backend.put(s, ttl).await?;
+            serde_json::to_vec(&Handle { sid: s.sid.clone() })
+        } else {
+            serde_json::to_vec(s)
+        }
+        .expect("a session always serializes");
+        let sealed = self.codec.seal(Purpose::Session, &plain);
+        Ok(self.cookies.set(
             self.cookies.session_name(),
             &sealed,
             Duration::from_secs(left),
             present,
-        )
+        ))
+    }
+
+    /// Logout: the session as it was (for the IdP's `id_token_hint`), deleted from a server-side
+    /// store so that its cookie, even copied, is worth nothing from now on.
+    pub async fn end(&self, cookie_header: Option<&str>, now: u64) -> Option<Session> {
+        let s = self.load(cookie_header, now).await.ok()?;
+        if let Err(e) = self.backend.delete(&s.sid).await {
+            tracing::warn!(error = %e, "deleting a session at logout failed");
+        }
+        Some(s)
     }
 }
 
@@ -123,6 +182,7 @@ mod tests {
             Cookies::new("portcullis", true),
             Duration::from_secs(3600),
             Duration::from_secs(600),
+            Backend::Cookie,
         )
     }
 
@@ -148,46 +208,80 @@ mod tests {
             .join("; ")
     }
 
-    #[test]
-    fn a_saved_session_loads_back() {
+    async fn save(st: &SessionStore, s: &Session) -> String {
+        jar(&st.save(s, &[]).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_saved_session_loads_back() {
         let st = store();
-        let cookie = jar(&st.save(&session(1000), &[]));
-        let s = st.load(Some(&cookie), 1001).unwrap();
+        let cookie = save(&st, &session(1000)).await;
+        let s = st.load(Some(&cookie), 1001).await.unwrap();
         assert_eq!(s.principal.subject, "sub");
         assert_eq!(s.refresh_token.as_deref(), Some("r"));
     }
 
-    #[test]
-    fn timeouts() {
+    #[tokio::test]
+    async fn timeouts() {
         let st = store();
-        let cookie = jar(&st.save(&session(1000), &[]));
+        let cookie = save(&st, &session(1000)).await;
         assert_eq!(
-            st.load(Some(&cookie), 1000 + 600).unwrap_err(),
+            st.load(Some(&cookie), 1000 + 600).await.unwrap_err(),
             SessionMiss::Idle
         );
         let mut s = session(1000);
         s.seen_at = 1000 + 3000;
-        let cookie = jar(&st.save(&s, &[]));
+        let cookie = save(&st, &s).await;
         assert_eq!(
-            st.load(Some(&cookie), 1000 + 3600).unwrap_err(),
+            st.load(Some(&cookie), 1000 + 3600).await.unwrap_err(),
             SessionMiss::Expired
         );
     }
 
-    #[test]
-    fn foreign_and_missing_cookies() {
+    #[tokio::test]
+    async fn foreign_and_missing_cookies() {
         let st = store();
-        assert_eq!(st.load(None, 0).unwrap_err(), SessionMiss::None);
-        assert_eq!(st.load(Some("a=b"), 0).unwrap_err(), SessionMiss::None);
+        assert_eq!(st.load(None, 0).await.unwrap_err(), SessionMiss::None);
         assert_eq!(
-            st.load(Some("__Host-portcullis=garbage"), 0).unwrap_err(),
+            st.load(Some("a=b"), 0).await.unwrap_err(),
+            SessionMiss::None
+        );
+        assert_eq!(
+            st.load(Some("__Host-portcullis=garbage"), 0)
+                .await
+                .unwrap_err(),
             SessionMiss::Invalid
         );
-        let cookie = jar(&store().save(&session(1000), &[]));
+        let cookie = save(&store(), &session(1000)).await;
         assert_eq!(
-            st.load(Some(&cookie), 1001).unwrap_err(),
+            st.load(Some(&cookie), 1001).await.unwrap_err(),
             SessionMiss::Invalid,
             "another key"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_side_session_is_revoked_by_logout() {
+        let st = SessionStore::new(
+            Codec::new(&[Secret::new(crate::secret::generate_base64(32))]),
+            Cookies::new("portcullis", true),
+            Duration::from_secs(3600),
+            Duration::from_secs(600),
+            Backend::Memory(store::MemoryStore::new(10)),
+        );
+        let now = crate::token::now_secs();
+        let cookie = save(&st, &session(now)).await;
+        assert!(
+            cookie.len() < 200,
+            "the cookie holds only a sealed id: {}",
+            cookie.len()
+        );
+        assert_eq!(st.load(Some(&cookie), now).await.unwrap().sid, "sid");
+        assert!(st.end(Some(&cookie), now).await.is_some());
+        assert_eq!(
+            st.load(Some(&cookie), now).await.unwrap_err(),
+            SessionMiss::Revoked,
+            "replayed after logout"
         );
     }
 }
