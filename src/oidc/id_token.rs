@@ -54,3 +54,146 @@ pub async fn validate(
         claims: rest,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::token::now_secs;
+    use crate::token::test_support::{ISS, keys, rs};
+
+    const CLIENT: &str = "amundsen";
+
+    fn claims() -> Value {
+        let now = now_secs();
+        json!({"iss": ISS, "aud": CLIENT, "sub": "auth0|1", "iat": now, "exp": now + 300,
+               "nonce": "n-123", "email": "a@example.com"})
+    }
+
+    fn with(f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> String {
+        let mut c = claims();
+        f(c.as_object_mut().unwrap());
+        rs(&c)
+    }
+
+    async fn check(token: &str) -> Result<IdClaims, TokenRejection> {
+        validate(token, &keys(), ISS, CLIENT, "n-123", now_secs(), 30).await
+    }
+
+    #[tokio::test]
+    async fn a_valid_id_token_passes() {
+        let c = check(&rs(&claims())).await.unwrap();
+        assert_eq!(c.sub, "auth0|1");
+        assert_eq!(c.claims["email"], "a@example.com");
+    }
+
+    #[tokio::test]
+    async fn nonce_must_match() {
+        assert_eq!(
+            check(&with(|c| {
+                c.insert("nonce".into(), json!("other"));
+            }))
+            .await
+            .err(),
+            Some(TokenRejection::InvalidClaims)
+        );
+        assert_eq!(
+            check(&with(|c| {
+                c.remove("nonce");
+            }))
+            .await
+            .err(),
+            Some(TokenRejection::InvalidClaims)
+        );
+    }
+
+    #[tokio::test]
+    async fn audience_and_azp() {
+        assert_eq!(
+            check(&with(|c| {
+                c.insert("aud".into(), json!("someone-else"));
+            }))
+            .await
+            .err(),
+            Some(TokenRejection::WrongAudience)
+        );
+        // Several audiences need azp naming us (3.1.3.7 items 4 and 5).
+        assert_eq!(
+            check(&with(|c| {
+                c.insert("aud".into(), json!([CLIENT, "api"]));
+            }))
+            .await
+            .err(),
+            Some(TokenRejection::WrongAudience)
+        );
+        assert!(
+            check(&with(|c| {
+                c.insert("aud".into(), json!([CLIENT, "api"]));
+                c.insert("azp".into(), json!(CLIENT));
+            }))
+            .await
+            .is_ok()
+        );
+        assert_eq!(
+            check(&with(|c| {
+                c.insert("azp".into(), json!("other"));
+            }))
+            .await
+            .err(),
+            Some(TokenRejection::WrongAudience)
+        );
+    }
+
+    #[tokio::test]
+    async fn issuer_iat_and_expiry() {
+        assert_eq!(
+            check(&with(|c| {
+                c.insert("iss".into(), json!("https://evil.example/"));
+            }))
+            .await
+            .err(),
+            Some(TokenRejection::InvalidClaims)
+        );
+        assert_eq!(
+            check(&with(|c| {
+                c.remove("iat");
+            }))
+            .await
+            .err(),
+            Some(TokenRejection::InvalidClaims)
+        );
+        let now = now_secs();
+        assert_eq!(
+            check(&with(|c| {
+                c.insert("iat".into(), json!(now + 600));
+            }))
+            .await
+            .err(),
+            Some(TokenRejection::NotYetValid)
+        );
+        assert_eq!(
+            check(&with(|c| {
+                c.insert("exp".into(), json!(now - 600));
+            }))
+            .await
+            .err(),
+            Some(TokenRejection::Expired)
+        );
+    }
+
+    #[tokio::test]
+    async fn signature_and_algorithm() {
+        let t = rs(&claims());
+        let (head, rest) = t.split_once('.').unwrap();
+        let (_, sig) = rest.rsplit_once('.').unwrap();
+        let forged = json!({"iss": ISS, "aud": CLIENT, "sub": "admin", "iat": now_secs(), "exp": now_secs() + 300, "nonce": "n-123"});
+        use base64::Engine as _;
+        let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged.to_string());
+        assert_eq!(
+            check(&format!("{head}.{body}.{sig}")).await.err(),
+            Some(TokenRejection::BadSignature)
+        );
+        assert_eq!(check("a.b").await.err(), Some(TokenRejection::Malformed));
+    }
+}

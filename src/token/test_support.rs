@@ -19,7 +19,8 @@ pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-pub fn verifier() -> Verifier {
+/// A key cache with the fixture keys rs256-a and es256-a installed.
+pub fn keys() -> JwksCache {
     let metrics = Arc::new(Metrics::new());
     // Port 9 on loopback refuses at once: an unknown kid's refetch fails fast and keeps the set.
     let cache = JwksCache::fixed(
@@ -34,6 +35,12 @@ pub fn verifier() -> Verifier {
         fixture("es256-a.pub.jwk.json")
     );
     cache.install(keys::KeySet::from_json(jwks.as_bytes()).unwrap());
+    cache
+}
+
+pub fn verifier() -> Verifier {
+    let metrics = Arc::new(Metrics::new());
+    let cache = keys();
     let issuer = Issuer::new(
         ISS,
         &[AUD.to_owned()],
