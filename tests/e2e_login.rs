@@ -95,6 +95,7 @@ enum Store {
 
 struct Stack {
     op: Op,
+    op_options: OpOptions,
     _redis: Option<Redis>,
     portcullis: Portcullis,
     envoy: Envoy,
@@ -127,13 +128,13 @@ impl Stack {
         let grpc = free_port();
         let ports = EnvoyPorts::free(grpc, upstream.port);
         let site = format!("http://127.0.0.1:{}", ports.listener);
-        let op = Op::start(OpOptions {
+        let op_options = OpOptions {
             redirect_uris: vec![format!("{site}/authorization-code/callback")],
             post_logout_uris: vec![format!("{site}/")],
             access_token_ttl: ttl,
             ..OpOptions::auth0()
-        })
-        .await;
+        };
+        let op = Op::start(op_options.clone()).await;
         // session.secure stays true (the default): Chromium keeps __Host- cookies on http://127.0.0.1.
         let config = format!(
             "listen: {{grpc: '127.0.0.1:{grpc}', admin: '127.0.0.1:{admin}'}}\n\
@@ -150,6 +151,10 @@ impl Stack {
         let portcullis = Portcullis::start(&config).await;
         let envoy = Envoy::from_shipped("envoy/envoy.yaml", ports).await;
         Self {
+            op_options: OpOptions {
+                port: Some(op.port),
+                ..op_options
+            },
             op,
             _redis: redis,
             portcullis,
@@ -224,6 +229,35 @@ async fn a_deep_link_logs_in_and_comes_back_with_the_users_identity() {
     assert_eq!(
         deep_link_request(&s, "/search").all("x-auth-request-email"),
         ["alice@example.com"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn two_tabs_logging_in_at_once_both_land_where_they_started() {
+    let s = Stack::start().await;
+    let mut b = Browser::start();
+    b.navigations();
+    b.goto(&s.url("/tab/one"));
+    let authorize_one = b
+        .navigations()
+        .into_iter()
+        .find(|u| u.contains("/authorize?"))
+        .expect("tab one went to the provider");
+    // Tab two starts its own login before tab one finishes, and finishes first.
+    b.goto(&s.url("/tab/two"));
+    let two = b.login("kim", &s.envoy.url);
+    assert_eq!(two["url"], s.url("/tab/two"));
+    // Tab one's login completes afterwards: its own login cookie is still there.
+    let mut one = b.goto(&authorize_one);
+    if one["url"].as_str().unwrap().starts_with(&s.op.issuer) {
+        one =
+            b.run(json!({"op": "click", "selector": "button[type=submit]", "until": s.envoy.url}));
+    }
+    assert_eq!(one["url"], s.url("/tab/one"), "{one}");
+    assert_eq!(
+        deep_link_request(&s, "/tab/one").all("x-auth-request-email"),
+        ["kim@example.com"]
     );
 }
 
@@ -458,6 +492,54 @@ async fn short_tokens_are_refreshed_once_even_under_parallel_requests() {
     assert_eq!(
         deep_link_request(&s, "/later").all("x-auth-request-email"),
         ["frank@example.com"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn an_unreachable_idp_keeps_the_session_until_the_token_expires() {
+    let mut s = Stack::start_with(Some(5), Store::Cookie).await;
+    let mut b = Browser::start();
+    s.login(&mut b, "/", "ivan");
+    s.op.proc.terminate(std::time::Duration::from_secs(5));
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    assert_eq!(
+        b.fetch(&s.url("/api/tables"))["status"],
+        200,
+        "refresh failed, token still valid"
+    );
+    assert!(metric(&s, "portcullis_refreshes_total{result=\"failed\"}").await >= 1);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        b.fetch(&s.url("/api/tables"))["status"],
+        401,
+        "expired and not refreshable"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn a_refused_refresh_token_ends_the_session() {
+    let mut s = Stack::start_with(Some(5), Store::Cookie).await;
+    let mut b = Browser::start();
+    s.login(&mut b, "/", "judy");
+    // The OP keeps grants in memory: restarted, it no longer knows the refresh token.
+    s.op.proc.terminate(std::time::Duration::from_secs(5));
+    s.op = Op::start(s.op_options.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    assert_eq!(
+        b.fetch(&s.url("/api/tables"))["status"],
+        401,
+        "invalid_grant ends the session"
+    );
+    assert_eq!(
+        metric(&s, "portcullis_refreshes_total{result=\"ended\"}").await,
+        1
+    );
+    let page = b.goto(&s.url("/again"));
+    assert!(
+        page["url"].as_str().unwrap().starts_with(&s.op.issuer),
+        "a new login: {page}"
     );
 }
 

@@ -327,6 +327,8 @@ pub struct OpOptions {
     /// Callback URLs of the client; empty: the OP's default.
     pub redirect_uris: Vec<String>,
     pub post_logout_uris: Vec<String>,
+    /// A fixed port (to restart the OP where it was); `None`: a free one.
+    pub port: Option<u16>,
 }
 
 impl Default for OpOptions {
@@ -338,6 +340,7 @@ impl Default for OpOptions {
             access_token_ttl: None,
             redirect_uris: Vec::new(),
             post_logout_uris: Vec::new(),
+            port: None,
         }
     }
 }
@@ -369,7 +372,7 @@ impl Op {
     /// Starts the OP on a free loopback port and waits until its discovery document answers.
     pub async fn start(opts: OpOptions) -> Self {
         installed("tests/op/node_modules/oidc-provider");
-        let port = free_port();
+        let port = opts.port.unwrap_or_else(free_port);
         let issuer = format!(
             "http://127.0.0.1:{port}{}",
             if opts.auth0_paths { "/" } else { "" }
