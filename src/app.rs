@@ -199,6 +199,7 @@ fn login_flow(
             groups_claim: p.groups_claim.clone(),
             leeway: p.leeway.as_secs(),
             refresh_before: config.session.refresh_before,
+            token_endpoint_auth_method: p.token_endpoint_auth_method,
         },
         keys,
         client,

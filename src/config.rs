@@ -96,6 +96,16 @@ struct ProviderFile {
     jwks_min_refetch_interval: Duration,
     #[serde(default = "default_leeway", with = "humantime_serde")]
     leeway: Duration,
+    /// How the client authenticates at the token endpoint; by default `client_secret_basic`
+    /// unless discovery lists only `client_secret_post`.
+    token_endpoint_auth_method: Option<TokenEndpointAuth>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenEndpointAuth {
+    ClientSecretBasic,
+    ClientSecretPost,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -347,6 +357,7 @@ pub struct Provider {
     pub jwks_refresh_interval: Duration,
     pub jwks_min_refetch_interval: Duration,
     pub leeway: Duration,
+    pub token_endpoint_auth_method: Option<TokenEndpointAuth>,
 }
 
 #[derive(Debug, Clone)]
@@ -749,6 +760,7 @@ fn validate_provider(p: ProviderFile, base: Option<&Path>, problems: &mut Vec<St
         jwks_refresh_interval: p.jwks_refresh_interval,
         jwks_min_refetch_interval: p.jwks_min_refetch_interval,
         leeway: p.leeway,
+        token_endpoint_auth_method: p.token_endpoint_auth_method,
     }
 }
 

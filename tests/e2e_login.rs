@@ -110,6 +110,11 @@ impl Stack {
 
     /// With the provider's access token lifetime set to `ttl` seconds, and sessions in `store`.
     async fn start_with(ttl: Option<u64>, store: Store) -> Self {
+        Self::start_full(ttl, store, None).await
+    }
+
+    /// `client_auth`: the client's token endpoint authentication at the provider and in portcullis.
+    async fn start_full(ttl: Option<u64>, store: Store, client_auth: Option<&str>) -> Self {
         let redis = match store {
             Store::Redis => Some(Redis::start().await),
             Store::Cookie | Store::Memory => None,
@@ -132,6 +137,7 @@ impl Stack {
             redirect_uris: vec![format!("{site}/authorization-code/callback")],
             post_logout_uris: vec![format!("{site}/")],
             access_token_ttl: ttl,
+            client_auth_method: client_auth.map(str::to_owned),
             ..OpOptions::auth0()
         };
         let op = Op::start(op_options.clone()).await;
@@ -139,7 +145,7 @@ impl Stack {
         let config = format!(
             "listen: {{grpc: '127.0.0.1:{grpc}', admin: '127.0.0.1:{admin}'}}\n\
              provider:\n  issuer: '{issuer}'\n  client_id: {CLIENT_ID}\n  client_secret: {CLIENT_SECRET}\n\
-             \x20 audience: '{AUDIENCE}'\n  extra_auth_params: {{prompt: consent}}\n\
+             \x20 audience: '{AUDIENCE}'\n  extra_auth_params: {{prompt: consent}}\n{auth}\
              session: {session}\n\
              routes:\n\
              - {{name: health, path_prefix: /healthcheck, action: public}}\n\
@@ -147,6 +153,9 @@ impl Stack {
              - {{name: app, path_prefix: /, action: login}}\n",
             admin = free_port(),
             issuer = op.issuer,
+            auth = client_auth.map_or(String::new(), |m| format!(
+                "  token_endpoint_auth_method: {m}\n"
+            )),
         );
         let portcullis = Portcullis::start(&config).await;
         let envoy = Envoy::from_shipped("envoy/envoy.yaml", ports).await;
@@ -258,6 +267,18 @@ async fn two_tabs_logging_in_at_once_both_land_where_they_started() {
     assert_eq!(
         deep_link_request(&s, "/tab/one").all("x-auth-request-email"),
         ["kim@example.com"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn a_client_registered_for_client_secret_post_logs_in() {
+    let s = Stack::start_full(None, Store::Cookie, Some("client_secret_post")).await;
+    let mut b = Browser::start();
+    s.login(&mut b, "/post", "leo");
+    assert_eq!(
+        deep_link_request(&s, "/post").all("x-auth-request-email"),
+        ["leo@example.com"]
     );
 }
 

@@ -74,14 +74,14 @@ impl IdpClient {
         Ok(body)
     }
 
-    /// POST a form with HTTP Basic client authentication (client_secret_basic, RFC 6749 2.3.1).
+    /// POST a form to a token endpoint, authenticating the client as `auth` says (RFC 6749 2.3.1).
     /// Returns the status and body whatever the status: token endpoints explain errors in JSON.
     pub async fn post_form(
         &self,
         endpoint: IdpEndpoint,
         url: &Url,
         client_id: &str,
-        client_secret: Option<&str>,
+        auth: ClientAuth<'_>,
         form: &[(&str, &str)],
     ) -> Result<(u16, bytes::Bytes), IdpError> {
         let started = Instant::now();
@@ -90,10 +90,17 @@ impl IdpClient {
             .http
             .post(url.clone())
             .header(reqwest::header::ACCEPT, "application/json");
-        let request = match client_secret {
-            Some(secret) => request.basic_auth(form_encode(client_id), Some(form_encode(secret))),
+        let request = match auth {
+            ClientAuth::Basic(secret) => {
+                request.basic_auth(form_encode(client_id), Some(form_encode(secret)))
+            }
+            ClientAuth::Post(secret) => {
+                fields.push(("client_id", client_id));
+                fields.push(("client_secret", secret));
+                request
+            }
             // A public client names itself in the form (RFC 6749 2.3, 3.2.1).
-            None => {
+            ClientAuth::None => {
                 fields.push(("client_id", client_id));
                 request
             }
@@ -156,4 +163,15 @@ fn request_error_kind(e: &reqwest::Error) -> &'static str {
 /// RFC 6749 2.3.1: the client id and secret are form-encoded before Basic encoding.
 fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Clone, Copy)]
+pub enum ClientAuth<'a> {
+    /// `client_secret_basic`: HTTP Basic (every provider must support it).
+    Basic(&'a str),
+    /// `client_secret_post`: in the form, for providers that accept only that.
+    Post(&'a str),
+    /// A public client (no secret).
+    None,
 }

@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::IdpClient;
+use super::client::ClientAuth;
 use super::id_token;
 use crate::authz::decision::{Page, PageReason, Redirect, RedirectReason};
 use crate::authz::policy::host_without_port;
 use crate::authz::{AuthzRequest, Decision, Principal, RouteName};
+use crate::config::TokenEndpointAuth;
 use crate::metrics::{IdpEndpoint, Metrics, RefreshResult};
 use crate::secret::Secret;
 use crate::session::cookie::names;
@@ -53,6 +55,7 @@ pub struct LoginSettings {
     pub leeway: u64,
     /// Refresh the access token when less than this remains (at most half its lifetime).
     pub refresh_before: Duration,
+    pub token_endpoint_auth_method: Option<TokenEndpointAuth>,
 }
 
 pub struct LoginFlow {
@@ -358,14 +361,14 @@ impl LoginFlow {
         endpoint: &Url,
         form: &[(&str, &str)],
     ) -> Result<TokenResponse, ExchangeError> {
-        let secret = self.settings.client_secret.as_ref().map(Secret::expose);
+        let auth = self.client_auth();
         let (status, body) = self
             .client
             .post_form(
                 IdpEndpoint::token,
                 endpoint,
                 &self.settings.client_id,
-                secret,
+                auth,
                 form,
             )
             .await
@@ -464,6 +467,32 @@ impl LoginFlow {
         };
         self.metrics.refresh(label);
         Arc::new(outcome)
+    }
+
+    /// As configured; else `client_secret_basic` unless the provider says it takes only
+    /// `client_secret_post`.
+    fn client_auth(&self) -> ClientAuth<'_> {
+        let Some(secret) = self.settings.client_secret.as_ref().map(Secret::expose) else {
+            return ClientAuth::None;
+        };
+        match self.settings.token_endpoint_auth_method {
+            Some(TokenEndpointAuth::ClientSecretBasic) => return ClientAuth::Basic(secret),
+            Some(TokenEndpointAuth::ClientSecretPost) => return ClientAuth::Post(secret),
+            None => {}
+        }
+        let methods = self
+            .keys
+            .metadata()
+            .map(|m| m.token_endpoint_auth_methods_supported.as_slice())
+            .unwrap_or_default();
+        let post_only = !methods.is_empty()
+            && methods.iter().any(|m| m == "client_secret_post")
+            && !methods.iter().any(|m| m == "client_secret_basic");
+        if post_only {
+            ClientAuth::Post(secret)
+        } else {
+            ClientAuth::Basic(secret)
+        }
     }
 
     fn redirect_uri(&self, req: &AuthzRequest) -> String {

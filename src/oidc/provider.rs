@@ -17,6 +17,9 @@ pub struct ProviderMetadata {
     pub token_endpoint: Option<Url>,
     #[serde(default)]
     pub end_session_endpoint: Option<Url>,
+    /// Absent means `client_secret_basic` only (OIDC Discovery 3).
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Vec<String>,
 }
 
 /// `https://t.auth0.com/` -> `https://t.auth0.com/.well-known/openid-configuration` (OIDC Discovery 4).

@@ -9,6 +9,7 @@
 //   OP_REDIRECT_URIS       comma-separated callbacks of the client (http://127.0.0.1:10000/authorization-code/callback)
 //   OP_POST_LOGOUT_URIS    comma-separated post-logout URLs (http://127.0.0.1:10000/)
 //   OP_ACCESS_TOKEN_TTL    access token lifetime in seconds (3600)
+//   OP_CLIENT_AUTH_METHOD  how the client authenticates at the token endpoint (client_secret_basic)
 // One confidential client, amundsen / amundsen-secret (client_secret_basic): authorization code with
 // PKCE S256, refresh tokens (offline_access + prompt=consent), and client credentials:
 //   curl -u amundsen:amundsen-secret -d grant_type=client_credentials -d audience=$OP_AUDIENCE $TOKEN_ENDPOINT
@@ -43,7 +44,7 @@ const provider = new Provider(issuer, {
   clients: [{
     client_id: 'amundsen',
     client_secret: 'amundsen-secret',
-    token_endpoint_auth_method: 'client_secret_basic',
+    token_endpoint_auth_method: env.OP_CLIENT_AUTH_METHOD || 'client_secret_basic',
     grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
     response_types: ['code'],
     redirect_uris: csv(env.OP_REDIRECT_URIS, ['http://127.0.0.1:10000/authorization-code/callback']),

@@ -329,6 +329,8 @@ pub struct OpOptions {
     pub post_logout_uris: Vec<String>,
     /// A fixed port (to restart the OP where it was); `None`: a free one.
     pub port: Option<u16>,
+    /// The client's token endpoint authentication (`OP_CLIENT_AUTH_METHOD`); `None`: basic.
+    pub client_auth_method: Option<String>,
 }
 
 impl Default for OpOptions {
@@ -341,6 +343,7 @@ impl Default for OpOptions {
             redirect_uris: Vec::new(),
             post_logout_uris: Vec::new(),
             port: None,
+            client_auth_method: None,
         }
     }
 }
@@ -387,6 +390,9 @@ impl Op {
             .env_remove("OP_AUTH0_PATHS");
         if opts.auth0_paths {
             cmd.env("OP_AUTH0_PATHS", "1");
+        }
+        if let Some(method) = &opts.client_auth_method {
+            cmd.env("OP_CLIENT_AUTH_METHOD", method);
         }
         if let Some(ttl) = opts.access_token_ttl {
             cmd.env("OP_ACCESS_TOKEN_TTL", ttl.to_string());
