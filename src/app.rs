@@ -129,7 +129,7 @@ impl Core {
                     provider_keys,
                     client.clone(),
                     metrics.clone(),
-                    session_backend(config).await?,
+                    session_backend(config, &metrics).await?,
                 ),
                 config.upstream_authorization,
             );
@@ -145,10 +145,12 @@ impl Core {
 
 /// Binds the configured ports and runs until SIGTERM or Ctrl-C.
 /// The configured session store; Redis is connected now so that a wrong URL fails at startup.
-async fn session_backend(config: &Config) -> anyhow::Result<Backend> {
+async fn session_backend(config: &Config, metrics: &Metrics) -> anyhow::Result<Backend> {
     Ok(match config.session.store {
         StoreKind::Cookie => Backend::Cookie,
-        StoreKind::Memory => Backend::Memory(MemoryStore::new(MEMORY_SESSIONS)),
+        StoreKind::Memory => {
+            Backend::Memory(MemoryStore::new(MEMORY_SESSIONS, metrics.sessions_gauge()))
+        }
         StoreKind::Redis => {
             let url = config
                 .session

@@ -128,6 +128,7 @@ pub struct Metrics {
     logins: Family<LoginLabels, Counter>,
     refreshes: Family<RefreshLabels, Counter>,
     logouts: Counter,
+    sessions: Gauge,
 }
 
 impl Default for Metrics {
@@ -202,6 +203,12 @@ impl Metrics {
         );
         let logouts = Counter::default();
         registry.register("logouts", "Logouts", logouts.clone());
+        let sessions = Gauge::default();
+        registry.register(
+            "sessions",
+            "Sessions held by the memory store",
+            sessions.clone(),
+        );
         let build = prometheus_client::metrics::info::Info::new(vec![(
             "version",
             env!("CARGO_PKG_VERSION"),
@@ -218,7 +225,13 @@ impl Metrics {
             logins,
             refreshes,
             logouts,
+            sessions,
         }
+    }
+
+    /// The gauge the memory session store keeps up to date.
+    pub fn sessions_gauge(&self) -> Gauge {
+        self.sessions.clone()
     }
 
     pub fn refresh(&self, result: RefreshResult) {

@@ -267,7 +267,7 @@ mod tests {
             Cookies::new("portcullis", true),
             Duration::from_secs(3600),
             Duration::from_secs(600),
-            Backend::Memory(store::MemoryStore::new(10)),
+            Backend::Memory(store::MemoryStore::new(10, Default::default())),
         );
         let now = crate::token::now_secs();
         let cookie = save(&st, &session(now)).await;

@@ -73,16 +73,25 @@ impl moka::Expiry<String, Entry> for EntryTtl {
 /// shared between replicas: for a single instance that must revoke on logout.
 pub struct MemoryStore {
     sessions: moka::future::Cache<String, Entry>,
+    /// `portcullis_sessions`.
+    gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl MemoryStore {
-    pub fn new(max_sessions: u64) -> Self {
+    pub fn new(max_sessions: u64, gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
         Self {
             sessions: moka::future::Cache::builder()
                 .max_capacity(max_sessions)
                 .expire_after(EntryTtl)
                 .build(),
+            gauge,
         }
+    }
+
+    async fn count(&self) {
+        self.sessions.run_pending_tasks().await;
+        self.gauge
+            .set(i64::try_from(self.sessions.entry_count()).unwrap_or(i64::MAX));
     }
 
     pub fn len(&self) -> u64 {
@@ -105,11 +114,13 @@ impl SessionBackend for MemoryStore {
             ttl,
         };
         self.sessions.insert(s.sid.clone(), entry).await;
+        self.count().await;
         Ok(())
     }
 
     async fn delete(&self, sid: &str) -> Result<(), StoreError> {
         self.sessions.invalidate(sid).await;
+        self.count().await;
         Ok(())
     }
 }
@@ -225,15 +236,18 @@ mod tests {
 
     #[tokio::test]
     async fn memory_store_puts_gets_deletes_and_expires() {
-        let m = MemoryStore::new(10);
+        let gauge = prometheus_client::metrics::gauge::Gauge::default();
+        let m = MemoryStore::new(10, gauge.clone());
         m.put(&session("a"), Duration::from_secs(60)).await.unwrap();
         m.put(&session("b"), Duration::from_millis(50))
             .await
             .unwrap();
         assert_eq!(m.get("a").await.unwrap().unwrap().sid, "a");
+        assert_eq!(gauge.get(), 2);
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(m.get("b").await.unwrap().is_none(), "expired");
         m.delete("a").await.unwrap();
         assert!(m.get("a").await.unwrap().is_none(), "revoked");
+        assert!(gauge.get() <= 1, "a is gone from the gauge ({})", gauge.get());
     }
 }

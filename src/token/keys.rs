@@ -79,14 +79,19 @@ impl KeySet {
     }
 }
 
-const RSA_ALGORITHMS: [Algorithm; 6] = [
+/// Every algorithm a token may use, RSA first; HMAC is absent on purpose (RFC 8725 3.1).
+pub const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
     Algorithm::PS256,
     Algorithm::PS384,
     Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
 ];
+const RSA_ALGORITHMS: &[Algorithm] = ASYMMETRIC.split_at(6).0;
 
 fn verify_key(jwk: &Jwk) -> Option<VerifyKey> {
     if matches!(

@@ -39,7 +39,7 @@ impl Issuer {
         Self {
             configured: configured.to_owned(),
             keys,
-            validations: ASYMMETRIC
+            validations: keys::ASYMMETRIC
                 .iter()
                 .map(|alg| (*alg, validation(*alg, audiences, leeway)))
                 .collect(),
@@ -64,19 +64,6 @@ impl Issuer {
             .map_or(self.configured.as_str(), |m| m.issuer.as_str())
     }
 }
-
-/// Every algorithm a bearer token may use; HMAC is absent on purpose (RFC 8725 3.1).
-const ASYMMETRIC: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
 
 fn validation(alg: Algorithm, audiences: &[String], leeway: Duration) -> Validation {
     let mut v = Validation::new(alg);
