@@ -248,6 +248,10 @@ mod tests {
         assert!(m.get("b").await.unwrap().is_none(), "expired");
         m.delete("a").await.unwrap();
         assert!(m.get("a").await.unwrap().is_none(), "revoked");
-        assert!(gauge.get() <= 1, "a is gone from the gauge ({})", gauge.get());
+        assert!(
+            gauge.get() <= 1,
+            "a is gone from the gauge ({})",
+            gauge.get()
+        );
     }
 }
