@@ -5,86 +5,8 @@
 
 mod support;
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-
 use serde_json::{Value, json};
 use support::*;
-
-/// The browser: one JSON command per line in, one JSON answer per line out.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Browser {
-    fn start() -> Self {
-        installed("tests/browser/node_modules/playwright-core");
-        let mut child = Command::new("node")
-            .arg(repo_root().join("tests/browser/driver.mjs"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the browser driver");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Self {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    fn run(&mut self, cmd: Value) -> Value {
-        writeln!(self.stdin, "{cmd}").unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        let answer: Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("driver said {line:?}"));
-        assert_eq!(answer["ok"], true, "{cmd} failed: {answer}");
-        answer
-    }
-
-    fn goto(&mut self, url: &str) -> Value {
-        self.run(json!({"op": "goto", "url": url}))
-    }
-
-    fn login(&mut self, user: &str, until: &str) -> Value {
-        self.run(json!({"op": "login", "user": user, "until": until}))
-    }
-
-    fn fetch(&mut self, url: &str) -> Value {
-        self.run(json!({"op": "fetch", "url": url}))
-    }
-
-    fn cookie_names(&mut self) -> Vec<String> {
-        let c = self.run(json!({"op": "cookies"}));
-        c["cookies"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    fn navigations(&mut self) -> Vec<String> {
-        let n = self.run(json!({"op": "navigations"}));
-        n["urls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|u| u.as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Store {

@@ -5,6 +5,7 @@
 //   {"op":"login","user":N,"until":P} fill the provider's login form (and consent), wait for a URL starting with P
 //   {"op":"fetch","url":U}           fetch() from the page (a script, not a navigation)
 //   {"op":"click","selector":S,"until":P}  click and wait for a URL starting with P
+//   {"op":"fetch_spoofed","url":U,"headers":H}  fetch() with headers of the page's choosing
 //   {"op":"fetch_many","url":U,"count":N}  N parallel fetch() calls; answers their statuses
 //   {"op":"cookies"}                 the cookies of this browser
 //   {"op":"set_cookie","cookie":C}   add a cookie (name, value, url)
@@ -64,6 +65,11 @@ async function run(cmd) {
         const r = await fetch(url, { redirect: 'manual', headers: { accept: 'application/json' } });
         return { status: r.status, type: r.type, text: await r.text() };
       }, cmd.url);
+    case 'fetch_spoofed':
+      return page.evaluate(async ({ url, headers }) => {
+        const r = await fetch(url, { redirect: 'manual', headers });
+        return { status: r.status, text: await r.text() };
+      }, { url: cmd.url, headers: cmd.headers });
     case 'fetch_many':
       return page.evaluate(async ({ url, count }) => {
         const all = await Promise.all(Array.from({ length: count }, () => fetch(url, { redirect: 'manual' })));

@@ -816,3 +816,177 @@ impl Redis {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The browser (tests/browser/driver.mjs: Debian's Chromium through playwright-core)
+
+/// The browser: one JSON command per line in, one JSON answer per line out.
+pub struct Browser {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Browser {
+    pub fn start() -> Self {
+        installed("tests/browser/node_modules/playwright-core");
+        let mut child = std::process::Command::new("node")
+            .arg(repo_root().join("tests/browser/driver.mjs"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting the browser driver");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    pub fn run(&mut self, cmd: serde_json::Value) -> serde_json::Value {
+        std::io::Write::write_fmt(&mut self.stdin, format_args!("{cmd}\n")).unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.stdout, &mut line).unwrap();
+        let answer: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("driver said {line:?}"));
+        assert_eq!(answer["ok"], true, "{cmd} failed: {answer}");
+        answer
+    }
+
+    pub fn goto(&mut self, url: &str) -> serde_json::Value {
+        self.run(serde_json::json!({"op": "goto", "url": url}))
+    }
+
+    pub fn login(&mut self, user: &str, until: &str) -> serde_json::Value {
+        self.run(serde_json::json!({"op": "login", "user": user, "until": until}))
+    }
+
+    pub fn fetch(&mut self, url: &str) -> serde_json::Value {
+        self.run(serde_json::json!({"op": "fetch", "url": url}))
+    }
+
+    pub fn cookie_names(&mut self) -> Vec<String> {
+        let c = self.run(serde_json::json!({"op": "cookies"}));
+        c["cookies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub fn navigations(&mut self) -> Vec<String> {
+        let n = self.run(serde_json::json!({"op": "navigations"}));
+        n["urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real Amundsen: frontend and metadata (SQLite), from .venv-amundsen
+
+pub struct Amundsen {
+    pub metadata: Proc,
+    pub frontend: Proc,
+    pub metadata_url: String,
+    pub frontend_port: u16,
+    /// Holds the SQLite database and the metadata service's access log.
+    data: tempfile::TempDir,
+}
+
+impl Amundsen {
+    /// Metadata on a fresh SQLite database, then the frontend configured with
+    /// deploy/amundsen/portcullis_auth.py, both under gunicorn on free loopback ports.
+    pub async fn start() -> Self {
+        let venv = installed(".venv-amundsen/bin");
+        let data = tempdir("amundsen-data");
+        let db = format!("sqlite:///{}", data.path().join("metadata.db").display());
+        let tests_dir = repo_root().join("tests/amundsen");
+        let status = Command::new(venv.join("python"))
+            .arg(tests_dir.join("sqlite_metadata.py"))
+            .env("SQLALCHEMY_DATABASE_URI", &db)
+            .env("PYTHONPATH", &tests_dir)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "creating the metadata tables failed");
+
+        let md_port = free_port();
+        let mut md = Command::new(venv.join("gunicorn"));
+        md.args(["-b", &format!("127.0.0.1:{md_port}"), "--access-logfile"])
+            .arg(data.path().join("metadata-access.log"))
+            // What the frontend forwarded: the request line and its Authorization header.
+            .args(["--access-logformat", "%(r)s auth=%({authorization}i)s"])
+            .arg("metadata_service.metadata_wsgi:application")
+            .env(
+                "METADATA_SVC_CONFIG_MODULE_CLASS",
+                "sqlite_metadata.SqliteConfig",
+            )
+            .env("SQLALCHEMY_DATABASE_URI", &db)
+            .env("PYTHONPATH", &tests_dir);
+        let mut metadata = Proc::spawn("amundsen-metadata", md, tempdir("amundsen-metadata"));
+        let metadata_url = format!("http://127.0.0.1:{md_port}");
+        metadata
+            .wait_for_http(&format!("{metadata_url}/healthcheck"), 200, None)
+            .await;
+
+        let frontend_port = free_port();
+        let mut fe = Command::new(venv.join("gunicorn"));
+        fe.args([
+            "-b",
+            &format!("127.0.0.1:{frontend_port}"),
+            "amundsen_application.wsgi:application",
+        ])
+        .env(
+            "FRONTEND_SVC_CONFIG_MODULE_CLASS",
+            "portcullis_auth.PortcullisAuthConfig",
+        )
+        .env("PYTHONPATH", repo_root().join("deploy/amundsen"))
+        .env("METADATASERVICE_BASE", &metadata_url)
+        .env("SEARCHSERVICE_BASE", "http://127.0.0.1:9");
+        let mut frontend = Proc::spawn("amundsen-frontend", fe, tempdir("amundsen-frontend"));
+        frontend
+            .wait_for_http(
+                &format!("http://127.0.0.1:{frontend_port}/healthcheck"),
+                200,
+                None,
+            )
+            .await;
+        Self {
+            metadata,
+            frontend,
+            metadata_url,
+            frontend_port,
+            data,
+        }
+    }
+
+    /// Creates a user in the metadata service, as Amundsen's databuilder would.
+    pub async fn add_user(&self, email: &str) {
+        let r = http_client()
+            .put(format!("{}/user", self.metadata_url))
+            .json(&serde_json::json!({"user_id": email, "email": email, "display_name": email}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "PUT /user: {}", r.status());
+    }
+
+    /// The metadata service's access log: request lines with the Authorization they carried.
+    pub fn metadata_access_log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("metadata-access.log")).unwrap_or_default()
+    }
+}
