@@ -5,9 +5,11 @@
 //!
 //! ```text
 //! Envoy ext_authz --CheckRequest--> grpc/ (proto -> AuthzRequest)
-//!   -> authz::Authorizer::check       path cleaned, route picked, credential found
-//!        -> token::Verifier           JWKS (token::jwks), signature and claims, validated-token cache
-//!   <- authz::Decision                Allow { headers } | Deny { reason }
+//!   -> authz::Authorizer::check       path cleaned; callback/logout answered by oidc::login;
+//!                                     route picked; credential found
+//!        -> token::Verifier           bearer: JWKS (token::jwks), signature and claims, token cache
+//!        -> session::SessionStore     cookie: open, timeouts, refresh (oidc::login), store
+//!   <- authz::Decision                Allow { headers, cookies } | Deny | Redirect | Page
 //! grpc/convert.rs: Decision -> CheckResponse (OkHttpResponse | DeniedHttpResponse)
 //! ```
 #![forbid(unsafe_code)]
