@@ -25,6 +25,11 @@ impl Stack {
     }
 
     async fn with_op(op: OpOptions) -> Self {
+        Self::with("envoy/envoy.yaml", op).await
+    }
+
+    /// `envoy_file`: the shipped Envoy config to run; all its upstream clusters go to the echo upstream.
+    async fn with(envoy_file: &str, op: OpOptions) -> Self {
         let upstream = EchoUpstream::start().await;
         let op = Op::start(op).await;
         let grpc = free_port();
@@ -46,7 +51,7 @@ impl Stack {
         ))
         .await;
         let envoy = Envoy::from_shipped(
-            "envoy/envoy.yaml",
+            envoy_file,
             EnvoyPorts::free(portcullis.grpc_port, upstream.port),
         )
         .await;
@@ -437,4 +442,50 @@ fn fixture_keys_match_their_jwks() {
         .map(|k| &k["kid"])
         .collect();
     assert_eq!(kids, ["rs256-a"]);
+}
+
+#[tokio::test]
+#[ignore = "needs Envoy and the OpenID provider: run scripts/test"]
+async fn the_amundsen_config_routes_metadata_and_search_as_api_routes() {
+    let s = Stack::with("envoy/amundsen.yaml", OpOptions::auth0()).await;
+    // By path, /metadata/... is portcullis's `app` (login) route and a navigation would be sent to
+    // the provider; Envoy's context_extensions make it the `api` route: a 401, never a redirect.
+    for path in [
+        "/metadata/user/alice@example.com",
+        "/search/search?query_term=x",
+    ] {
+        let r = s
+            .get(path)
+            .header("sec-fetch-mode", "navigate")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let r = s
+        .get("/")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FOUND,
+        "the frontend's own routes log browsers in"
+    );
+
+    let token = s.token("rs256-a", json!({}));
+    let r = s
+        .get("/metadata/user/alice@example.com")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen = s.upstream.last();
+    assert_eq!(
+        seen.uri, "/user/alice@example.com",
+        "the prefix is rewritten for the service"
+    );
+    assert_eq!(seen.all("x-auth-request-email"), ["alice@example.com"]);
 }

@@ -23,6 +23,9 @@ use crate::session::cookie::names;
 use crate::token::{Verifier, now_secs};
 use credentials::Credential;
 
+/// The `context_extensions` key through which an Envoy route names the portcullis route.
+pub const ROUTE_EXTENSION: &str = "portcullis_route";
+
 /// The identity headers the upstream receives, and every spelling of them a client might send.
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
@@ -110,13 +113,19 @@ impl Authorizer {
                 return login.logout(req).await;
             }
         }
-        let Some(route) = self.policy.route_for(&req.method, &req.authority, path) else {
+        // An Envoy route may name the policy route itself (check_settings.context_extensions
+        // `portcullis_route`): Envoy's config is trusted, the client cannot set this. A name that
+        // matches no route is refused, never a fallback to path matching.
+        let route = match req.context.get(ROUTE_EXTENSION) {
+            Some(name) => self.policy.route_named(name),
+            None => self.policy.route_for(&req.method, &req.authority, path),
+        };
+        let Some(route) = route else {
             return self.deny(&self.unmatched, DenyReason::NoRoute);
         };
         match route.action {
             Action::Deny => self.deny(&route.name, DenyReason::RouteDenied),
             Action::Public => self.allow(req, route, AllowReason::Public, None, Vec::new()),
-            // Until the browser login flow exists, a login route answers like an API route.
             Action::Api | Action::Login => {
                 let principal = match credentials::credential(req) {
                     Credential::None => return self.session_or_login(req, route).await,

@@ -197,6 +197,11 @@ impl Policy {
             .find(|r| r.matches(method, authority, path))
     }
 
+    /// The route of this name: Envoy may choose it per Envoy route through `context_extensions`.
+    pub fn route_named(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name.as_str() == name)
+    }
+
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }

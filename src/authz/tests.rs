@@ -169,3 +169,29 @@ async fn denials_carry_route_and_reason() {
     let empty = AuthzRequest::default();
     assert_eq!(denied(z.check(&empty).await).1, DenyReason::InvalidRequest);
 }
+
+#[tokio::test]
+async fn envoy_can_name_the_route_through_context_extensions() {
+    let z = authorizer();
+    let mut r = request("/anything", None);
+    r.context.insert(ROUTE_EXTENSION.into(), "health".into());
+    assert_eq!(allowed(z.check(&r).await).route.as_str(), "health");
+    r.context.insert(ROUTE_EXTENSION.into(), "admin".into());
+    assert_eq!(
+        denied(z.check(&r).await),
+        ("admin".into(), DenyReason::RouteDenied)
+    );
+    r.context
+        .insert(ROUTE_EXTENSION.into(), "no-such-route".into());
+    assert_eq!(
+        denied(z.check(&r).await),
+        ("none".into(), DenyReason::NoRoute)
+    );
+    // Paths are still cleaned first.
+    let mut r = request("/a/../b", None);
+    r.context.insert(ROUTE_EXTENSION.into(), "health".into());
+    assert_eq!(
+        denied(z.check(&r).await).1,
+        DenyReason::Path(path::PathRejection::DotSegment)
+    );
+}

@@ -675,10 +675,11 @@ pub fn shipped_config(path: &str, ports: EnvoyPorts) -> String {
     };
     let mut moved = Vec::new();
     for cluster in clusters {
+        // Every other upstream (metadata, search in envoy/amundsen.yaml) goes to the same upstream.
         let port = match cluster["name"].as_str() {
             Some("portcullis") => ports.portcullis,
-            Some("upstream") => ports.upstream,
-            _ => continue,
+            Some(_) => ports.upstream,
+            None => continue,
         };
         moved.push(cluster["name"].as_str().unwrap().to_owned());
         let Value::Sequence(localities) = &mut cluster["load_assignment"]["endpoints"] else {
@@ -693,11 +694,9 @@ pub fn shipped_config(path: &str, ports: EnvoyPorts) -> String {
             }
         }
     }
-    moved.sort();
-    assert_eq!(
-        moved,
-        ["portcullis", "upstream"],
-        "{path}: clusters `portcullis` and `upstream` expected"
+    assert!(
+        moved.iter().any(|c| c == "portcullis") && moved.iter().any(|c| c == "upstream"),
+        "{path}: clusters `portcullis` and `upstream` expected, found {moved:?}"
     );
     serde_yaml_ng::to_string(&config).unwrap()
 }
