@@ -293,6 +293,17 @@ enum BearerError {
     InsufficientScope,
 }
 
+impl BearerError {
+    fn code(&self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::InvalidRequest => Some("invalid_request"),
+            Self::InvalidToken => Some("invalid_token"),
+            Self::InsufficientScope => Some("insufficient_scope"),
+        }
+    }
+}
+
 impl Deny {
     /// Status, `WWW-Authenticate`, and a small JSON body with a safe, fixed message.
     pub fn response(&self) -> DenyResponse {
@@ -361,21 +372,11 @@ impl Deny {
             ("cache-control", "no-store".to_owned()),
         ];
         if let Some(bearer) = bearer {
-            let challenge = match bearer {
-                BearerError::None => format!("Bearer realm=\"{REALM}\""),
-                BearerError::InvalidRequest => {
+            let challenge = match bearer.code() {
+                None => format!("Bearer realm=\"{REALM}\""),
+                Some(code) => {
                     format!(
-                        "Bearer realm=\"{REALM}\", error=\"invalid_request\", error_description=\"{message}\""
-                    )
-                }
-                BearerError::InvalidToken => {
-                    format!(
-                        "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{message}\""
-                    )
-                }
-                BearerError::InsufficientScope => {
-                    format!(
-                        "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", error_description=\"{message}\""
+                        "Bearer realm=\"{REALM}\", error=\"{code}\", error_description=\"{message}\""
                     )
                 }
             };
