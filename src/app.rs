@@ -95,12 +95,7 @@ impl Core {
                     c
                 }
             };
-            issuers.push(Issuer::new(
-                &b.issuer,
-                &b.audiences,
-                cache,
-                config.provider.leeway,
-            ));
+            issuers.push(Issuer::new(&b.issuer, &b.audiences, cache));
         }
         let verifier = Arc::new(Verifier::new(
             issuers,

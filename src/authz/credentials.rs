@@ -22,7 +22,12 @@ pub fn credential(req: &AuthzRequest) -> Credential<'_> {
         return Credential::None;
     }
     let token = rest.trim_start_matches(' ');
-    if token.is_empty() || token.contains([' ', ',', '\t']) {
+    // A fold over every byte rather than `contains`: this runs on every check over 1-2 KB tokens,
+    // and the fold compiles to vector code.
+    let separated = token
+        .bytes()
+        .fold(false, |found, b| found | matches!(b, b' ' | b',' | b'\t'));
+    if token.is_empty() || separated {
         return Credential::MalformedBearer;
     }
     Credential::Bearer(token)

@@ -19,7 +19,7 @@ pub use request::AuthzRequest;
 
 use crate::config::UpstreamAuthorization;
 use crate::oidc::login::{self, LoginFlow};
-use crate::session::cookie::names;
+use crate::session::cookie::{Stripped, names};
 use crate::token::{Verifier, now_secs};
 use credentials::Credential;
 
@@ -260,12 +260,10 @@ impl Authorizer {
             .collect();
         // portcullis's own cookies never reach the upstream; the others do.
         if let (Some(login), Some(cookie)) = (&self.login, req.header("cookie")) {
-            let cookies = login.sessions().cookies();
-            if names(cookie).iter().any(|n| cookies.is_ours(n)) {
-                match cookies.strip(cookie) {
-                    Some(rest) => set_headers.push((Arc::from("cookie"), rest)),
-                    None => remove_headers.push(Arc::from("cookie")),
-                }
+            match login.sessions().cookies().strip(cookie) {
+                Stripped::Unchanged => {}
+                Stripped::Empty => remove_headers.push(Arc::from("cookie")),
+                Stripped::Rest(rest) => set_headers.push((Arc::from("cookie"), rest)),
             }
         }
         Decision::Allow(Allow {

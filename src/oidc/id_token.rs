@@ -2,7 +2,6 @@
 //! `iss`, `aud`, `azp`, `exp`, `iat`, `nonce`. The openidconnect crate leaves `azp` and `iat` to its
 //! callers; here nothing is left out.
 
-use jsonwebtoken::Validation;
 use serde_json::{Map, Value};
 
 use crate::token::JwksCache;
@@ -23,16 +22,16 @@ pub async fn validate(
     now: u64,
     leeway: u64,
 ) -> Result<IdClaims, TokenRejection> {
-    validate::check_shape(id_token)?;
-    let header = validate::header(id_token)?;
-    let key = keys.key_for(header.kid.as_deref(), header.alg).await?;
-    let mut v = Validation::new(header.alg);
-    v.set_audience(&[client_id]);
-    v.set_issuer(&[issuer]);
-    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    v.validate_nbf = true;
-    v.leeway = leeway;
-    let claims = validate::verify(id_token, &key.key, &v, now, leeway)?;
+    let decoded = validate::decode(id_token)?;
+    let key = keys.key_for(decoded.kid.as_deref(), decoded.alg).await?;
+    let audiences = [client_id.to_owned()];
+    let expected = validate::Expected {
+        issuer,
+        audiences: &audiences,
+        now,
+        leeway,
+    };
+    let claims = validate::verify(decoded, &key, &expected)?;
     // iat is required in ID tokens (3.1.3.7 item 10); `verify` already refused one in the future.
     if claims.iat.is_none() {
         return Err(TokenRejection::InvalidClaims);

@@ -4,23 +4,45 @@
 //! RSA keys verify RS*/PS*, a P-256 key only ES256, a P-384 key only ES384, Ed25519 only EdDSA,
 //! and a key's own `alg` narrows that to one. Symmetric (`oct`) keys are never loaded, so HMAC with a
 //! public key as the secret cannot happen.
+//!
+//! Each key is parsed into aws-lc-rs once, per algorithm, when the set is loaded: a signature check
+//! then costs the RSA or ECDSA operation and nothing else.
 
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey};
+use base64::Engine as _;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
-/// One key that can verify signatures.
+/// One key that can verify signatures, ready for each algorithm it may verify.
 pub struct VerifyKey {
     pub kid: Option<String>,
-    pub algorithms: Vec<Algorithm>,
-    pub key: DecodingKey,
+    verifiers: Vec<(Algorithm, ParsedPublicKey)>,
+}
+
+impl VerifyKey {
+    pub fn allows(&self, alg: Algorithm) -> bool {
+        self.verifiers.iter().any(|(a, _)| *a == alg)
+    }
+
+    /// Whether `signature` over `message` is valid for `alg`; an algorithm the key does not allow
+    /// never verifies.
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.verifiers
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
+    }
 }
 
 impl std::fmt::Debug for VerifyKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VerifyKey")
             .field("kid", &self.kid)
-            .field("algorithms", &self.algorithms)
+            .field(
+                "algorithms",
+                &self.verifiers.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -72,7 +94,7 @@ impl KeySet {
             None => None,
         };
         match found {
-            Some(k) if k.algorithms.contains(&alg) => Lookup::Found(k),
+            Some(k) if k.allows(alg) => Lookup::Found(k),
             Some(_) => Lookup::AlgorithmNotAllowed,
             None => Lookup::Missing,
         }
@@ -124,12 +146,57 @@ fn verify_key(jwk: &Jwk) -> Option<VerifyKey> {
             vec![declared]
         }
     };
-    let key = DecodingKey::from_jwk(jwk).ok()?;
+    let verifiers = algorithms
+        .into_iter()
+        .map(|alg| parsed(&jwk.algorithm, alg).map(|key| (alg, key)))
+        .collect::<Option<Vec<_>>>()?;
     Some(VerifyKey {
         kid: jwk.common.key_id.clone(),
-        algorithms,
-        key,
+        verifiers,
     })
+}
+
+/// The JWK's public key in aws-lc-rs form for one algorithm (RFC 7518 3 and 6; RFC 8037 for
+/// Ed25519). RSA keys under 2048 bits are refused, as jsonwebtoken's verifiers refuse them.
+fn parsed(params: &AlgorithmParameters, alg: Algorithm) -> Option<ParsedPublicKey> {
+    let b64 = |s: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s.trim_end_matches('='))
+            .ok()
+    };
+    match params {
+        AlgorithmParameters::RSA(rsa) => {
+            let params: &'static sig::RsaParameters = match alg {
+                Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+                Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+                Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+                Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+                Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+                Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+                _ => return None,
+            };
+            let (n, e) = (b64(&rsa.n)?, b64(&rsa.e)?);
+            sig::RsaPublicKeyComponents { n: &n, e: &e }
+                .to_parsed_public_key(params)
+                .ok()
+        }
+        AlgorithmParameters::EllipticCurve(ec) => {
+            let algorithm: &'static dyn sig::VerificationAlgorithm = match alg {
+                Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+                Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+                _ => return None,
+            };
+            // The uncompressed point: 0x04 || x || y.
+            let mut point = vec![4u8];
+            point.extend(b64(&ec.x)?);
+            point.extend(b64(&ec.y)?);
+            ParsedPublicKey::new(algorithm, point).ok()
+        }
+        AlgorithmParameters::OctetKeyPair(okp) if alg == Algorithm::EdDSA => {
+            ParsedPublicKey::new(&sig::ED25519, b64(&okp.x)?).ok()
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

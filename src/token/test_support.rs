@@ -41,12 +41,7 @@ pub fn keys() -> JwksCache {
 pub fn verifier() -> Verifier {
     let metrics = Arc::new(Metrics::new());
     let cache = keys();
-    let issuer = Issuer::new(
-        ISS,
-        &[AUD.to_owned()],
-        Arc::new(cache),
-        Duration::from_secs(30),
-    );
+    let issuer = Issuer::new(ISS, &[AUD.to_owned()], Arc::new(cache));
     Verifier::new(
         vec![issuer],
         IdentityClaims {

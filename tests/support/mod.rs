@@ -139,6 +139,45 @@ pub fn mint_token(key: &str, claims: serde_json::Value) -> String {
     jsonwebtoken::encode(&header, &claims, &encoding_key.unwrap()).unwrap()
 }
 
+/// A `Cookie` header carrying a session that portcullis (cookie store, `session.secret` = `secret`,
+/// `session.secure` = `secure`, the default cookie name) accepts: sealed by portcullis's own code,
+/// as a login through the provider would leave it, for `email` with `access_token` forwarded
+/// upstream. Its access token never needs a refresh (no refresh token, expiry an hour away).
+pub async fn session_cookie(secret: &str, secure: bool, email: &str, access_token: &str) -> String {
+    use portcullis::session::{Backend, Codec, Cookies, Session, SessionStore};
+    let now = now();
+    let claims = serde_json::json!({"email": email, "email_verified": true, "groups": ["ops"]});
+    let session = Session {
+        sid: format!("bench-{}", rand::random::<u64>()),
+        principal: portcullis::authz::Principal::from_claims(
+            format!("auth0|{email}"),
+            claims.as_object().unwrap().clone(),
+            "email",
+            "groups",
+        ),
+        id_token: "unused.id.token".into(),
+        access_token: Some(access_token.to_owned()),
+        access_expires_at: now + 3600,
+        access_issued_at: now,
+        refresh_token: None,
+        created_at: now,
+        seen_at: now,
+    };
+    let store = SessionStore::new(
+        Codec::new(&[portcullis::secret::Secret::new(secret.to_owned())]),
+        Cookies::new("portcullis", secure),
+        Duration::from_secs(8 * 3600),
+        Duration::from_secs(3600),
+        Backend::Cookie,
+    );
+    let set_cookies = store.save(&session, &[]).await.expect("cookie store");
+    set_cookies
+        .iter()
+        .filter_map(|c| c.split(';').next())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Child processes
 
@@ -480,8 +519,14 @@ pub struct Portcullis {
 impl Portcullis {
     /// Starts `portcullis serve --config <file>` with `config` (YAML, DESIGN.md's keys) and waits
     /// until its admin `/readyz` answers 200 (discovery and keys loaded). `listen.grpc` and
-    /// `listen.admin` are filled with free loopback ports when the YAML leaves them out.
+    /// `listen.admin` are filled with free loopback ports when the YAML leaves them out. Logs at
+    /// debug level (one line per check).
     pub async fn start(config: &str) -> Self {
+        Self::start_logging(config, "portcullis=debug,info").await
+    }
+
+    /// [`Portcullis::start`] with `RUST_LOG` = `filter`.
+    pub async fn start_logging(config: &str, filter: &str) -> Self {
         let mut yaml: Value = serde_yaml_ng::from_str(config).expect("portcullis config is YAML");
         let Value::Mapping(root) = &mut yaml else {
             panic!("portcullis config is not a mapping:\n{config}");
@@ -525,7 +570,7 @@ impl Portcullis {
                 cmd.env_remove(&*var);
             }
         }
-        cmd.env("RUST_LOG", "portcullis=debug,info");
+        cmd.env("RUST_LOG", filter);
         let mut proc = Proc::spawn("portcullis", cmd, dir);
         let admin_url = format!("http://127.0.0.1:{}", admin.port());
         proc.wait_for_http(&format!("{admin_url}/readyz"), 200, None)

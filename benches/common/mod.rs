@@ -1,0 +1,167 @@
+//! What the load benchmarks share (`mod common;` beside `mod support;`, the test harness): the
+//! portcullis config they run, the credentials they send, a no-op authorizer as the baseline, and
+//! a process's CPU time and memory read from /proc.
+#![allow(dead_code)] // each bench binary uses a different part
+
+use std::time::Duration;
+
+use portcullis::proto::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, OkHttpResponse, RpcStatus,
+    check_response,
+};
+
+use crate::support::{self, AUDIENCE, CLIENT_ID, CLIENT_SECRET, Op, Portcullis};
+
+/// The policy the benchmarks exercise: bearer tokens on /api/, browser sessions elsewhere.
+pub async fn start_portcullis(op: &Op, secret: &str) -> Portcullis {
+    let config = format!(
+        "provider:\n  issuer: '{}'\n  client_id: {CLIENT_ID}\n  client_secret: {CLIENT_SECRET}\n\
+         \x20 audience: '{AUDIENCE}'\n\
+         session: {{secret: '{secret}'}}\n\
+         routes:\n\
+         - {{name: api, path_prefix: /api/, action: api}}\n\
+         - {{name: app, path_prefix: /, action: login}}\n",
+        op.issuer
+    );
+    // Info level: a log line per check would be part of what is measured.
+    Portcullis::start_logging(&config, "info").await
+}
+
+/// An Auth0-shaped access token from the provider's signing key (fixture rs256-a), unique by
+/// `jti`: about 900 bytes, like Auth0's with a few scopes.
+pub fn access_token(op: &Op, jti: u64) -> String {
+    let now = support::now();
+    support::mint_token(
+        "rs256-a",
+        serde_json::json!({"iss": op.issuer, "aud": [AUDIENCE, format!("{}userinfo", op.issuer)],
+            "sub": "auth0|5f7c8ec7c33c6c004bbafe82", "iat": now, "exp": now + 3600,
+            "email": "alice@example.com", "email_verified": true, "groups": ["ops"],
+            "scope": "openid profile email read:metadata", "azp": CLIENT_ID, "jti": jti}),
+    )
+}
+
+/// `n` unique access tokens, signed on every core (RSA signing is the slow part of setting up).
+pub fn access_tokens(op: &Op, n: u64) -> Vec<String> {
+    let threads = std::thread::available_parallelism().map_or(2, |p| p.get() as u64);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (t..n)
+                        .step_by(threads as usize)
+                        .map(|j| access_token(op, j))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
+/// An authorizer that allows everything without looking: the cost of the ext_authz hop and of
+/// tonic itself, the baseline portcullis is measured against. Served like portcullis serves
+/// (tonic, TCP_NODELAY, the default multi-threaded runtime).
+#[derive(Default)]
+pub struct Noop;
+
+#[tonic::async_trait]
+impl Authorization for Noop {
+    async fn check(
+        &self,
+        _request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(CheckResponse {
+            status: Some(RpcStatus {
+                code: 0,
+                ..Default::default()
+            }),
+            http_response: Some(check_response::HttpResponse::OkResponse(
+                OkHttpResponse::default(),
+            )),
+            ..Default::default()
+        }))
+    }
+}
+
+/// Serves [`Noop`] on `listener` until the process ends.
+pub async fn serve_noop(listener: tokio::net::TcpListener) {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(AuthorizationServer::new(Noop))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await
+        .expect("no-op authorizer");
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub async fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on 127.0.0.1:{port}");
+}
+
+/// A process's CPU time so far and its memory, from /proc.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcStats {
+    /// User + system CPU time.
+    pub cpu: Duration,
+    /// Resident set size now, and its peak (VmHWM), in KiB.
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+}
+
+impl ProcStats {
+    pub fn read(pid: u32) -> Self {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/pid/stat");
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("stat format")
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // USER_HZ is 100 on Linux for every architecture this runs on.
+        let cpu = Duration::from_millis(ticks * 10);
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/pid/status");
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Self {
+            cpu,
+            rss_kib: kib("VmRSS:"),
+            peak_rss_kib: kib("VmHWM:"),
+        }
+    }
+}
+
+/// A number of bytes in KiB as MiB with one decimal.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// `name` from the environment, or `default`.
+pub fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+        Err(_) => default,
+    }
+}

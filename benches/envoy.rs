@@ -1,0 +1,320 @@
+//! Through Envoy (issue: performance). Run: `cargo bench --bench envoy`.
+//!
+//! One Envoy (one worker thread) with five listeners built from the shipped envoy/envoy.yaml, each
+//! answering 200 itself (direct_response), so that only the auth filter differs:
+//!   a  no auth filter
+//!   b  Envoy's own jwt_authn filter with its JWT cache, bearer token
+//!   c  ext_authz to a no-op authorizer (tonic, in this process): the cost of the hop itself
+//!   d  ext_authz to portcullis, bearer token
+//!   e  ext_authz to portcullis, cookie session
+//! wrk (Debian's, `scripts/setup` installs it) drives each in turn, -t1 -c32, BENCH_SECONDS (5)
+//! per run, BENCH_ROUNDS (3) rounds interleaved so that drift on a shared machine hits all alike.
+//! The median round per listener is reported with Envoy's and the authorizer's CPU time per
+//! request, and the ratios d/b, e/b, d/c, e/c. Every response must be a 200, or the run fails.
+//!
+//! The shipped config's access log is left out of every listener: it costs the same in each and
+//! would blur the difference between filters.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde_yaml_ng::Value;
+
+use common::{ProcStats, mib, setting};
+use support::{AUDIENCE, Envoy, EnvoyPorts, Op, OpOptions};
+
+const WRK: &str = "/usr/bin/wrk";
+
+struct Variant {
+    key: char,
+    label: &'static str,
+    port: u16,
+    /// The request header wrk sends.
+    header: String,
+    path: &'static str,
+}
+
+/// One wrk run's numbers.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+    envoy_cpu_us: f64,
+    authorizer_cpu_us: Option<f64>,
+}
+
+fn main() {
+    assert!(
+        Path::new(WRK).exists(),
+        "{WRK} is missing: run scripts/setup first"
+    );
+    let seconds: u64 = setting("BENCH_SECONDS", 5);
+    let rounds: usize = setting("BENCH_ROUNDS", 3);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let op = rt.block_on(Op::start(OpOptions::auth0()));
+    let secret = support::session_secret();
+    let portcullis = rt.block_on(common::start_portcullis(&op, &secret));
+    let noop_listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let noop_port = noop_listener.local_addr().unwrap().port();
+    rt.spawn(common::serve_noop(noop_listener));
+
+    let token = common::access_token(&op, 1);
+    let cookie = rt.block_on(support::session_cookie(
+        &secret,
+        true,
+        "alice@example.com",
+        &token,
+    ));
+    let bearer = format!("authorization: Bearer {token}");
+    let api = "/api/metadata/v0/table/gold.core.users";
+    let variants: Vec<Variant> = [
+        ('a', "no auth filter", bearer.clone(), api),
+        ('b', "jwt_authn (Envoy's own)", bearer.clone(), api),
+        ('c', "ext_authz to a no-op", bearer.clone(), api),
+        ('d', "ext_authz to portcullis, bearer", bearer.clone(), api),
+        (
+            'e',
+            "ext_authz to portcullis, cookie",
+            format!("cookie: {cookie}"),
+            "/table_detail/gold/hive/core/users",
+        ),
+    ]
+    .into_iter()
+    .map(|(key, label, header, path)| Variant {
+        key,
+        label,
+        port: support::free_port(),
+        header,
+        path,
+    })
+    .collect();
+
+    let config = envoy_config(&op, portcullis.grpc_port, noop_port, &variants);
+    let envoy = rt.block_on(Envoy::start(&config));
+    let envoy_pid = envoy.proc.pid();
+
+    // A short run each first: connections up, caches warm, and every listener answering 200.
+    for v in &variants {
+        wrk(v, 1, envoy_pid, None);
+    }
+    let mut runs: BTreeMap<char, Vec<Run>> = BTreeMap::new();
+    for round in 1..=rounds {
+        eprintln!("round {round} of {rounds}");
+        for v in &variants {
+            let authorizer = match v.key {
+                'c' => Some(std::process::id()),
+                'd' | 'e' => Some(portcullis.proc.pid()),
+                _ => None,
+            };
+            runs.entry(v.key)
+                .or_default()
+                .push(wrk(v, seconds, envoy_pid, authorizer));
+        }
+    }
+
+    println!(
+        "\nThrough Envoy (one worker), wrk -t1 -c32, {seconds} s x {rounds} rounds, median round:\n"
+    );
+    println!(
+        "{:<36} {:>10} {:>8} {:>8} {:>12} {:>14}",
+        "", "req/s", "p50 us", "p99 us", "Envoy us/req", "authz us/req"
+    );
+    let mut median = BTreeMap::new();
+    for v in &variants {
+        let mut r = runs[&v.key].clone();
+        r.sort_by(|x, y| x.rate.total_cmp(&y.rate));
+        let m = r[r.len() / 2];
+        median.insert(v.key, m);
+        println!(
+            "{:<36} {:>10.0} {:>8.0} {:>8.0} {:>12.1} {:>14}",
+            format!("({}) {}", v.key, v.label),
+            m.rate,
+            m.p50_us,
+            m.p99_us,
+            m.envoy_cpu_us,
+            m.authorizer_cpu_us
+                .map_or(String::new(), |c| format!("{c:.1}"))
+        );
+    }
+    let ratio = |x: char, y: char| median[&x].rate / median[&y].rate;
+    println!(
+        "\nratios: c/b {:.2}  d/b {:.2}  e/b {:.2}  d/c {:.2}  e/c {:.2}",
+        ratio('c', 'b'),
+        ratio('d', 'b'),
+        ratio('e', 'b'),
+        ratio('d', 'c'),
+        ratio('e', 'c')
+    );
+    let stats = ProcStats::read(portcullis.proc.pid());
+    println!(
+        "portcullis resident memory after the runs: {} (peak {})",
+        mib(stats.rss_kib),
+        mib(stats.peak_rss_kib)
+    );
+}
+
+/// Runs wrk on one listener and reads its rate and latency percentiles; panics unless every
+/// response was a 200.
+fn wrk(v: &Variant, seconds: u64, envoy_pid: u32, authorizer_pid: Option<u32>) -> Run {
+    let envoy_before = ProcStats::read(envoy_pid);
+    let authorizer_before = authorizer_pid.map(ProcStats::read);
+    let out = Command::new(WRK)
+        .args(["-t1", "-c32", "--latency", "-d"])
+        .arg(format!("{seconds}s"))
+        .args(["-H", &v.header])
+        .arg(format!("http://127.0.0.1:{}{}", v.port, v.path))
+        .output()
+        .expect("running wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wrk failed: {text}");
+    assert!(
+        !text.contains("Non-2xx") && !text.contains("Socket errors"),
+        "({}) {}: not every request got a 200:\n{text}",
+        v.key,
+        v.label
+    );
+    let requests: f64 = field(&text, "requests in").expect("request count");
+    let per_request = |before: ProcStats, pid: u32| {
+        (ProcStats::read(pid).cpu - before.cpu).as_micros() as f64 / requests
+    };
+    Run {
+        rate: field(&text, "Requests/sec:").expect("Requests/sec"),
+        p50_us: latency(&text, "50%"),
+        p99_us: latency(&text, "99%"),
+        envoy_cpu_us: per_request(envoy_before, envoy_pid),
+        authorizer_cpu_us: authorizer_before.map(|b| per_request(b, authorizer_pid.unwrap())),
+    }
+}
+
+/// The number right after `label` on its line ("Requests/sec: 123.4"), or, for "requests in",
+/// the number at the start of the line ("123456 requests in 5.00s").
+fn field(text: &str, label: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.contains(label))?;
+    let (before, after) = line.split_once(label)?;
+    let word = if label == "requests in" {
+        before.split_whitespace().last()?
+    } else {
+        after.split_whitespace().next()?
+    };
+    word.parse().ok()
+}
+
+/// A percentile of wrk's latency distribution ("     99%    1.23ms"), in microseconds.
+fn latency(text: &str, percentile: &str) -> f64 {
+    let value = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(percentile))
+        .map(str::trim)
+        .next()
+        .unwrap_or_else(|| panic!("no {percentile} latency in:\n{text}"));
+    let (number, unit) = value.split_at(value.find(|c: char| c.is_alphabetic()).unwrap());
+    let n: f64 = number.parse().unwrap();
+    n * match unit {
+        "us" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        other => panic!("latency unit {other:?}"),
+    }
+}
+
+/// The shipped envoy.yaml, its listener copied once per variant with that variant's filter and a
+/// direct 200 instead of the upstream, plus a cluster for the no-op authorizer.
+fn envoy_config(op: &Op, portcullis: u16, noop: u16, variants: &[Variant]) -> String {
+    let ports = EnvoyPorts::free(portcullis, support::free_port());
+    let mut config: Value =
+        serde_yaml_ng::from_str(&support::shipped_config("envoy/envoy.yaml", ports)).unwrap();
+    let resources = &mut config["static_resources"];
+    let template = resources["listeners"][0].clone();
+    let Value::Sequence(shipped) =
+        template["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"].clone()
+    else {
+        panic!("envoy.yaml: no http_filters");
+    };
+    let ext_authz = shipped[0].clone();
+    let router = shipped[shipped.len() - 1].clone();
+    assert_eq!(ext_authz["name"], "envoy.filters.http.ext_authz");
+    assert_eq!(router["name"], "envoy.filters.http.router");
+    let mut to_noop = ext_authz.clone();
+    to_noop["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = "noop".into();
+    let jwks = format!(
+        r#"{{"keys": [{}]}}"#,
+        std::fs::read_to_string(
+            support::repo_root().join("tests/fixtures/keys/rs256-a.pub.jwk.json")
+        )
+        .unwrap()
+    );
+    let jwt_authn: Value = serde_yaml_ng::from_str(&format!(
+        r#"
+name: envoy.filters.http.jwt_authn
+typed_config:
+  "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+  providers:
+    op:
+      issuer: "{}"
+      audiences: ["{AUDIENCE}"]
+      local_jwks: {{ inline_string: {} }}
+      jwt_cache_config: {{ jwt_cache_size: 100 }}
+  rules:
+  - match: {{ prefix: "/" }}
+    requires: {{ provider_name: op }}
+"#,
+        op.issuer,
+        serde_json::to_string(&jwks).unwrap()
+    ))
+    .unwrap();
+
+    let listeners: Vec<Value> = variants
+        .iter()
+        .map(|v| {
+            let mut l = template.clone();
+            l["name"] = format!("bench-{}", v.key).into();
+            l["address"]["socket_address"]["port_value"] = v.port.into();
+            let hcm = &mut l["filter_chains"][0]["filters"][0]["typed_config"];
+            if let Value::Mapping(m) = hcm {
+                m.remove("access_log");
+            }
+            hcm["route_config"]["virtual_hosts"][0]["routes"] = serde_yaml_ng::from_str(
+                r#"[{match: {prefix: "/"}, direct_response: {status: 200, body: {inline_string: "ok"}}}]"#,
+            )
+            .unwrap();
+            let chain = match v.key {
+                'a' => vec![router.clone()],
+                'b' => vec![jwt_authn.clone(), router.clone()],
+                'c' => vec![to_noop.clone(), router.clone()],
+                _ => vec![ext_authz.clone(), router.clone()],
+            };
+            hcm["http_filters"] = Value::Sequence(chain);
+            l
+        })
+        .collect();
+    resources["listeners"] = Value::Sequence(listeners);
+
+    let Value::Sequence(clusters) = &mut resources["clusters"] else {
+        panic!("envoy.yaml: no clusters");
+    };
+    let mut noop_cluster = clusters
+        .iter()
+        .find(|c| c["name"] == "portcullis")
+        .expect("portcullis cluster")
+        .clone();
+    noop_cluster["name"] = "noop".into();
+    noop_cluster["load_assignment"]["cluster_name"] = "noop".into();
+    // The no-op server has no health service; the portcullis cluster's checks run every 5 s.
+    if let Value::Mapping(m) = &mut noop_cluster {
+        m.remove("health_checks");
+    }
+    noop_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        ["port_value"] = noop.into();
+    clusters.push(noop_cluster);
+    serde_yaml_ng::to_string(&config).unwrap()
+}
