@@ -7,6 +7,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +17,17 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::app::Core;
 use portcullis::authz::{AuthzRequest, Decision};
 use portcullis::config::Config;
+use portcullis::grpc::AuthorizationService;
 use portcullis::metrics::Metrics;
 use portcullis::oidc::IdpClient;
+use portcullis::proto::{
+    AttributeContext, Authorization, CheckRequest, CheckResponse, attribute_context,
+};
 use portcullis::secret::Secret;
 use portcullis::session::{Codec, Purpose};
 use portcullis::token::keys::KeySet;
 use portcullis::token::{IdentityClaims, Issuer, JwksCache, TokenCache, Verifier};
+use prost::Message as _;
 
 const ISS: &str = "https://tenant.example.com/";
 const AUD: &str = "https://amundsen/api";
@@ -204,6 +211,49 @@ fn decision(c: &mut Criterion) {
     });
     g.bench_function("cookie session", |b| {
         b.iter(|| futures::executor::block_on(authorizer.check(&session)))
+    });
+    g.finish();
+
+    // One Check as the gRPC service sees it: the request decoded from its wire bytes, the
+    // service's answer (decision, metrics, log, conversion) encoded back. Beside it the no-op
+    // authorizer doing the same decode and encode around an answer it does not think about.
+    let service = AuthorizationService::new(core.authorizer.clone(), core.metrics.clone());
+    let wire = |req: &AuthzRequest| {
+        let mut http = attribute_context::HttpRequest {
+            method: req.method.clone(),
+            host: req.authority.clone(),
+            scheme: req.scheme.clone(),
+            path: req.path.clone(),
+            ..Default::default()
+        };
+        http.headers = req.headers.clone().into_iter().collect();
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request { http: Some(http) }),
+                ..Default::default()
+            }),
+        }
+        .encode_to_vec()
+    };
+    let round_trip = |server: &dyn Authorization, bytes: &[u8]| {
+        let req = CheckRequest::decode(bytes).unwrap();
+        let resp: CheckResponse =
+            futures::executor::block_on(server.check(tonic::Request::new(req)))
+                .unwrap()
+                .into_inner();
+        resp.encode_to_vec()
+    };
+    let mut g = c.benchmark_group("grpc check (decode, answer, encode)");
+    let bearer_wire = wire(&bearer);
+    let session_wire = wire(&session);
+    g.bench_function("no-op authorizer", |b| {
+        b.iter(|| round_trip(&common::Noop, &bearer_wire))
+    });
+    g.bench_function("portcullis, cached bearer", |b| {
+        b.iter(|| round_trip(&service, &bearer_wire))
+    });
+    g.bench_function("portcullis, cookie session", |b| {
+        b.iter(|| round_trip(&service, &session_wire))
     });
     g.finish();
 }

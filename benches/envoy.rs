@@ -103,8 +103,16 @@ fn main() {
     let envoy = rt.block_on(Envoy::start(&config));
     let envoy_pid = envoy.proc.pid();
 
-    // A short run each first: connections up, caches warm, and every listener answering 200.
+    // One request each, then a short run: connections up, caches warm, every listener a 200.
+    let http = support::http_client();
     for v in &variants {
+        let (name, value) = v.header.split_once(": ").unwrap();
+        let url = format!("http://127.0.0.1:{}{}", v.port, v.path);
+        let (status, body) = rt.block_on(async {
+            let r = http.get(&url).header(name, value).send().await.unwrap();
+            (r.status(), r.text().await.unwrap_or_default())
+        });
+        assert_eq!(status, 200, "({}) {}: {body}", v.key, v.label);
         wrk(v, 1, envoy_pid, None);
     }
     let mut runs: BTreeMap<char, Vec<Run>> = BTreeMap::new();

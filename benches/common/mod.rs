@@ -36,7 +36,7 @@ pub fn access_token(op: &Op, jti: u64) -> String {
         serde_json::json!({"iss": op.issuer, "aud": [AUDIENCE, format!("{}userinfo", op.issuer)],
             "sub": "auth0|5f7c8ec7c33c6c004bbafe82", "iat": now, "exp": now + 3600,
             "email": "alice@example.com", "email_verified": true, "groups": ["ops"],
-            "scope": "openid profile email read:metadata", "azp": CLIENT_ID, "jti": jti}),
+            "scope": "openid profile email read:metadata", "azp": CLIENT_ID, "jti": jti.to_string()}),
     )
 }
 
@@ -89,9 +89,10 @@ impl Authorization for Noop {
 /// Serves [`Noop`] on `listener` until the process ends.
 pub async fn serve_noop(listener: tokio::net::TcpListener) {
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(AuthorizationServer::new(Noop))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
         .await
         .expect("no-op authorizer");
 }
