@@ -247,7 +247,7 @@ fn decision(c: &mut Criterion) {
     let bearer_wire = wire(&bearer);
     let session_wire = wire(&session);
     g.bench_function("no-op authorizer", |b| {
-        b.iter(|| round_trip(&common::Noop, &bearer_wire))
+        b.iter(|| round_trip(&common::Noop::default(), &bearer_wire))
     });
     g.bench_function("portcullis, cached bearer", |b| {
         b.iter(|| round_trip(&service, &bearer_wire))

@@ -5,6 +5,8 @@
 //!   a  no auth filter
 //!   b  Envoy's own jwt_authn filter with its JWT cache, bearer token
 //!   c  ext_authz to a no-op authorizer (tonic, in this process): the cost of the hop itself
+//!   c' the same no-op answering what portcullis answers for the token of d (identity headers,
+//!      client copies removed, dynamic metadata): what that answer costs Envoy
 //!   d  ext_authz to portcullis, bearer token
 //!   e  ext_authz to portcullis, cookie session
 //! wrk (Debian's, `scripts/setup` installs it) drives each in turn, -t1 -c32, BENCH_SECONDS (5)
@@ -24,6 +26,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use portcullis::proto::{
+    AttributeContext, AuthorizationClient, CheckRequest, CheckResponse, attribute_context,
+    check_response,
+};
 use serde_yaml_ng::Value;
 
 use common::{ProcStats, mib, setting};
@@ -32,7 +38,7 @@ use support::{AUDIENCE, Envoy, EnvoyPorts, Op, OpOptions};
 const WRK: &str = "/usr/bin/wrk";
 
 struct Variant {
-    key: char,
+    key: &'static str,
     label: &'static str,
     port: u16,
     /// The request header wrk sends.
@@ -66,7 +72,7 @@ fn main() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let noop_port = noop_listener.local_addr().unwrap().port();
-    rt.spawn(common::serve_noop(noop_listener));
+    rt.spawn(common::serve_noop(noop_listener, common::Noop::default()));
 
     let token = common::access_token(&op, 1);
     let cookie = rt.block_on(support::session_cookie(
@@ -76,14 +82,24 @@ fn main() {
         &token,
     ));
     let bearer = format!("authorization: Bearer {token}");
+    let answer = rt.block_on(portcullis_answer(portcullis.grpc_port, &token));
+    let like_listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let like_port = like_listener.local_addr().unwrap().port();
+    rt.spawn(common::serve_noop(
+        like_listener,
+        common::Noop::like_portcullis(answer),
+    ));
     let api = "/api/metadata/v0/table/gold.core.users";
     let variants: Vec<Variant> = [
-        ('a', "no auth filter", bearer.clone(), api),
-        ('b', "jwt_authn (Envoy's own)", bearer.clone(), api),
-        ('c', "ext_authz to a no-op", bearer.clone(), api),
-        ('d', "ext_authz to portcullis, bearer", bearer.clone(), api),
+        ("a", "no auth filter", bearer.clone(), api),
+        ("b", "jwt_authn (Envoy's own)", bearer.clone(), api),
+        ("c", "ext_authz to a no-op", bearer.clone(), api),
+        ("c'", "ext_authz, no-op answering as d", bearer.clone(), api),
+        ("d", "ext_authz to portcullis, bearer", bearer.clone(), api),
         (
-            'e',
+            "e",
             "ext_authz to portcullis, cookie",
             format!("cookie: {cookie}"),
             "/table_detail/gold/hive/core/users",
@@ -99,7 +115,12 @@ fn main() {
     })
     .collect();
 
-    let config = envoy_config(&op, portcullis.grpc_port, noop_port, &variants);
+    let config = envoy_config(
+        &op,
+        portcullis.grpc_port,
+        [("noop", noop_port), ("noop-like", like_port)],
+        &variants,
+    );
     let envoy = rt.block_on(Envoy::start(&config));
     let envoy_pid = envoy.proc.pid();
 
@@ -115,13 +136,13 @@ fn main() {
         assert_eq!(status, 200, "({}) {}: {body}", v.key, v.label);
         wrk(v, 1, envoy_pid, None);
     }
-    let mut runs: BTreeMap<char, Vec<Run>> = BTreeMap::new();
+    let mut runs: BTreeMap<&str, Vec<Run>> = BTreeMap::new();
     for round in 1..=rounds {
         eprintln!("round {round} of {rounds}");
         for v in &variants {
             let authorizer = match v.key {
-                'c' => Some(std::process::id()),
-                'd' | 'e' => Some(portcullis.proc.pid()),
+                "c" | "c'" => Some(std::process::id()),
+                "d" | "e" => Some(portcullis.proc.pid()),
                 _ => None,
             };
             runs.entry(v.key)
@@ -139,7 +160,7 @@ fn main() {
     );
     let mut median = BTreeMap::new();
     for v in &variants {
-        let mut r = runs[&v.key].clone();
+        let mut r = runs[v.key].clone();
         r.sort_by(|x, y| x.rate.total_cmp(&y.rate));
         let m = r[r.len() / 2];
         median.insert(v.key, m);
@@ -154,14 +175,16 @@ fn main() {
                 .map_or(String::new(), |c| format!("{c:.1}"))
         );
     }
-    let ratio = |x: char, y: char| median[&x].rate / median[&y].rate;
+    let ratio = |x: &str, y: &str| median[x].rate / median[y].rate;
     println!(
-        "\nratios: c/b {:.2}  d/b {:.2}  e/b {:.2}  d/c {:.2}  e/c {:.2}",
-        ratio('c', 'b'),
-        ratio('d', 'b'),
-        ratio('e', 'b'),
-        ratio('d', 'c'),
-        ratio('e', 'c')
+        "\nratios: c/b {:.2}  d/b {:.2}  e/b {:.2}  d/c {:.2}  e/c {:.2}  c'/c {:.2}  d/c' {:.2}",
+        ratio("c", "b"),
+        ratio("d", "b"),
+        ratio("e", "b"),
+        ratio("d", "c"),
+        ratio("e", "c"),
+        ratio("c'", "c"),
+        ratio("d", "c'")
     );
     let stats = ProcStats::read(portcullis.proc.pid());
     println!(
@@ -237,7 +260,7 @@ fn latency(text: &str, percentile: &str) -> f64 {
 
 /// The shipped envoy.yaml, its listener copied once per variant with that variant's filter and a
 /// direct 200 instead of the upstream, plus a cluster for the no-op authorizer.
-fn envoy_config(op: &Op, portcullis: u16, noop: u16, variants: &[Variant]) -> String {
+fn envoy_config(op: &Op, portcullis: u16, noops: [(&str, u16); 2], variants: &[Variant]) -> String {
     let ports = EnvoyPorts::free(portcullis, support::free_port());
     let mut config: Value =
         serde_yaml_ng::from_str(&support::shipped_config("envoy/envoy.yaml", ports)).unwrap();
@@ -252,8 +275,11 @@ fn envoy_config(op: &Op, portcullis: u16, noop: u16, variants: &[Variant]) -> St
     let router = shipped[shipped.len() - 1].clone();
     assert_eq!(ext_authz["name"], "envoy.filters.http.ext_authz");
     assert_eq!(router["name"], "envoy.filters.http.router");
-    let mut to_noop = ext_authz.clone();
-    to_noop["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = "noop".into();
+    let to = |cluster: &str| {
+        let mut f = ext_authz.clone();
+        f["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = cluster.into();
+        f
+    };
     let jwks = format!(
         r#"{{"keys": [{}]}}"#,
         std::fs::read_to_string(
@@ -285,7 +311,7 @@ typed_config:
         .iter()
         .map(|v| {
             let mut l = template.clone();
-            l["name"] = format!("bench-{}", v.key).into();
+            l["name"] = format!("bench-{}", v.key.replace('\'', "-prime")).into();
             l["address"]["socket_address"]["port_value"] = v.port.into();
             let hcm = &mut l["filter_chains"][0]["filters"][0]["typed_config"];
             if let Value::Mapping(m) = hcm {
@@ -296,9 +322,10 @@ typed_config:
             )
             .unwrap();
             let chain = match v.key {
-                'a' => vec![router.clone()],
-                'b' => vec![jwt_authn.clone(), router.clone()],
-                'c' => vec![to_noop.clone(), router.clone()],
+                "a" => vec![router.clone()],
+                "b" => vec![jwt_authn.clone(), router.clone()],
+                "c" => vec![to("noop"), router.clone()],
+                "c'" => vec![to("noop-like"), router.clone()],
                 _ => vec![ext_authz.clone(), router.clone()],
             };
             hcm["http_filters"] = Value::Sequence(chain);
@@ -310,19 +337,54 @@ typed_config:
     let Value::Sequence(clusters) = &mut resources["clusters"] else {
         panic!("envoy.yaml: no clusters");
     };
-    let mut noop_cluster = clusters
+    let template = clusters
         .iter()
         .find(|c| c["name"] == "portcullis")
         .expect("portcullis cluster")
         .clone();
-    noop_cluster["name"] = "noop".into();
-    noop_cluster["load_assignment"]["cluster_name"] = "noop".into();
-    // The no-op server has no health service; the portcullis cluster's checks run every 5 s.
-    if let Value::Mapping(m) = &mut noop_cluster {
-        m.remove("health_checks");
+    for (name, port) in noops {
+        let mut cluster = template.clone();
+        cluster["name"] = name.into();
+        cluster["load_assignment"]["cluster_name"] = name.into();
+        // The no-op server has no health service; the portcullis cluster's checks run every 5 s.
+        if let Value::Mapping(m) = &mut cluster {
+            m.remove("health_checks");
+        }
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+            ["port_value"] = port.into();
+        clusters.push(cluster);
     }
-    noop_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-        ["port_value"] = noop.into();
-    clusters.push(noop_cluster);
     serde_yaml_ng::to_string(&config).unwrap()
+}
+
+/// What portcullis answers Envoy for a request with `token` on the api route, asked over gRPC as
+/// Envoy asks (only the allowed headers that are present: here the Authorization header).
+async fn portcullis_answer(port: u16, token: &str) -> CheckResponse {
+    let mut http = attribute_context::HttpRequest {
+        method: "GET".into(),
+        host: "127.0.0.1".into(),
+        scheme: "http".into(),
+        path: "/api/metadata/v0/table/gold.core.users".into(),
+        ..Default::default()
+    };
+    http.headers
+        .insert("authorization".into(), format!("Bearer {token}"));
+    let request = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request { http: Some(http) }),
+            ..Default::default()
+        }),
+    };
+    let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect to portcullis");
+    let answer = client.check(request).await.expect("check").into_inner();
+    assert!(
+        matches!(
+            answer.http_response,
+            Some(check_response::HttpResponse::OkResponse(_))
+        ),
+        "portcullis did not allow the bench token: {answer:?}"
+    );
+    answer
 }

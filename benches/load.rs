@@ -41,7 +41,7 @@ fn main() {
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                 .await
                 .unwrap();
-            common::serve_noop(listener).await;
+            common::serve_noop(listener, common::Noop::default()).await;
         });
     }
     // `cargo bench` passes `--bench`; a bench without a harness has nothing else to read.

@@ -63,17 +63,14 @@ pub fn access_tokens(op: &Op, n: u64) -> Vec<String> {
 
 /// An authorizer that allows everything without looking: the cost of the ext_authz hop and of
 /// tonic itself, the baseline portcullis is measured against. Served like portcullis serves
-/// (tonic, TCP_NODELAY, the default multi-threaded runtime).
-#[derive(Default)]
-pub struct Noop;
+/// (tonic, TCP_NODELAY, the default multi-threaded runtime). Its fixed answer is an empty allow,
+/// or ([`Noop::like_portcullis`]) what portcullis answers for alice's bearer token, which tells
+/// what the answer's content costs Envoy apart from the work of deciding it.
+pub struct Noop(CheckResponse);
 
-#[tonic::async_trait]
-impl Authorization for Noop {
-    async fn check(
-        &self,
-        _request: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(CheckResponse {
+impl Default for Noop {
+    fn default() -> Self {
+        Self(CheckResponse {
             status: Some(RpcStatus {
                 code: 0,
                 ..Default::default()
@@ -82,14 +79,31 @@ impl Authorization for Noop {
                 OkHttpResponse::default(),
             )),
             ..Default::default()
-        }))
+        })
     }
 }
 
-/// Serves [`Noop`] on `listener` until the process ends.
-pub async fn serve_noop(listener: tokio::net::TcpListener) {
+impl Noop {
+    /// portcullis's answer to a request with alice's token, taken from portcullis itself.
+    pub fn like_portcullis(answer: CheckResponse) -> Self {
+        Self(answer)
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for Noop {
+    async fn check(
+        &self,
+        _request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(self.0.clone()))
+    }
+}
+
+/// Serves `noop` on `listener` until the process ends.
+pub async fn serve_noop(listener: tokio::net::TcpListener, noop: Noop) {
     tonic::transport::Server::builder()
-        .add_service(AuthorizationServer::new(Noop))
+        .add_service(AuthorizationServer::new(noop))
         .serve_with_incoming(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
         )
