@@ -1,10 +1,5 @@
-//! Validated tokens, keyed by a keyed BLAKE3 hash of the token, so that a repeated token costs a
-//! hash and a lookup.
-//!
-//! The hash key is random per process: nobody outside can compute which token lands on which
-//! entry, let alone make a forged token collide with a cached one. BLAKE3 rather than SHA-256
-//! because the hash is most of a cached check and this machine class has no SHA instructions
-//! (a 1 KB token: about 3 us for SHA-256, under 1 us for BLAKE3).
+//! Validated tokens, keyed by a keyed hash of the token ([`KeyedHash`]), so that a repeated token
+//! costs a hash and a lookup.
 //!
 //! An entry lives until the token's `exp` or `max_ttl`, whichever comes first: a key the IdP
 //! withdraws stops being honoured within `max_ttl` even for tokens already seen.
@@ -15,6 +10,7 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 
 use crate::authz::Principal;
+use crate::secret::KeyedHash;
 
 pub type Digest = [u8; 32];
 
@@ -42,7 +38,7 @@ impl moka::Expiry<Digest, Entry> for ExpireAtExp {
 pub struct TokenCache {
     entries: Cache<Digest, Entry>,
     max_ttl: Duration,
-    hash_key: Arc<[u8; 32]>,
+    hash: Arc<KeyedHash>,
 }
 
 impl TokenCache {
@@ -53,12 +49,12 @@ impl TokenCache {
                 .expire_after(ExpireAtExp)
                 .build(),
             max_ttl,
-            hash_key: Arc::new(rand::random()),
+            hash: Arc::new(KeyedHash::random()),
         }
     }
 
     pub fn digest(&self, token: &str) -> Digest {
-        blake3::keyed_hash(&self.hash_key, token.as_bytes()).into()
+        self.hash.digest(token.as_bytes())
     }
 
     pub fn get(&self, digest: &Digest, now: u64) -> Option<Arc<Principal>> {
