@@ -26,10 +26,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use portcullis::proto::{
-    AttributeContext, AuthorizationClient, CheckRequest, CheckResponse, attribute_context,
-    check_response,
-};
+use portcullis::proto::{AuthorizationClient, CheckResponse, check_response};
 use serde_yaml_ng::Value;
 
 use common::{ProcStats, mib, setting};
@@ -360,21 +357,11 @@ typed_config:
 /// What portcullis answers Envoy for a request with `token` on the api route, asked over gRPC as
 /// Envoy asks (only the allowed headers that are present: here the Authorization header).
 async fn portcullis_answer(port: u16, token: &str) -> CheckResponse {
-    let mut http = attribute_context::HttpRequest {
-        method: "GET".into(),
-        host: "127.0.0.1".into(),
-        scheme: "http".into(),
-        path: "/api/metadata/v0/table/gold.core.users".into(),
-        ..Default::default()
-    };
-    http.headers
-        .insert("authorization".into(), format!("Bearer {token}"));
-    let request = CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request { http: Some(http) }),
-            ..Default::default()
-        }),
-    };
+    let request = support::check_request(
+        "127.0.0.1",
+        "/api/metadata/v0/table/gold.core.users",
+        &[("authorization", &format!("Bearer {token}"))],
+    );
     let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{port}"))
         .await
         .expect("connect to portcullis");

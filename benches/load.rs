@@ -25,9 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use portcullis::proto::{
-    AttributeContext, AuthorizationClient, CheckRequest, attribute_context, check_response,
-};
+use portcullis::proto::{AuthorizationClient, CheckRequest, check_response};
 use tonic::transport::Channel;
 
 use common::{ProcStats, mib, setting};
@@ -82,27 +80,11 @@ impl Kind {
 
 /// The requests of one kind, sent in order (round-robin when there are fewer than sent).
 fn requests(kind: Kind, token: &str, unique: &[String], cookie: &str) -> Vec<CheckRequest> {
+    // What Envoy sends with the shipped allowed_headers: the credential and accept.
     let make = |path: &str, header: Option<(&str, String)>| {
-        let mut http = attribute_context::HttpRequest {
-            method: "GET".into(),
-            host: "amundsen.example.com".into(),
-            scheme: "https".into(),
-            protocol: "HTTP/1.1".into(),
-            path: path.into(),
-            ..Default::default()
-        };
-        // What Envoy sends with the shipped allowed_headers: the credential and accept.
-        http.headers
-            .insert("accept".into(), "application/json".into());
-        if let Some((name, value)) = header {
-            http.headers.insert(name.into(), value);
-        }
-        CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(attribute_context::Request { http: Some(http) }),
-                ..Default::default()
-            }),
-        }
+        let mut headers = vec![("accept", "application/json")];
+        headers.extend(header.as_ref().map(|(n, v)| (*n, v.as_str())));
+        support::check_request("amundsen.example.com", path, &headers)
     };
     let api = "/api/metadata/v0/table/gold.core.users";
     match kind {

@@ -1,6 +1,8 @@
 //! The service seen from outside: a real HTTP JWKS server on loopback, portcullis's gRPC service
 //! in-process, and real tonic clients (ext_authz and grpc.health.v1). Fetches are counted at the server.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::config::{Config, Env};
-use portcullis::proto::{AttributeContext, AuthorizationClient, CheckRequest, attribute_context};
+use portcullis::proto::AuthorizationClient;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot};
@@ -181,20 +183,11 @@ impl Harness {
 }
 
 async fn check(mut client: AuthorizationClient<tonic::transport::Channel>, token: &str) -> i32 {
-    let mut http = attribute_context::HttpRequest {
-        method: "GET".into(),
-        host: "amundsen.example".into(),
-        path: "/api/x".into(),
-        ..Default::default()
-    };
-    http.headers
-        .insert("authorization".into(), format!("Bearer {token}"));
-    let req = CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request { http: Some(http) }),
-            ..Default::default()
-        }),
-    };
+    let req = support::check_request(
+        "amundsen.example",
+        "/api/x",
+        &[("authorization", &format!("Bearer {token}"))],
+    );
     let resp = client.check(req).await.unwrap().into_inner();
     match resp.http_response {
         Some(portcullis::proto::check_response::HttpResponse::OkResponse(_)) => 200,

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use portcullis::proto::CheckRequest;
 use serde_yaml_ng::Value;
 
 /// The API identifier the test OP issues JWT access tokens for (`OP_AUDIENCE`).
@@ -176,6 +177,30 @@ pub async fn session_cookie(secret: &str, secure: bool, email: &str, access_toke
         .filter_map(|c| c.split(';').next())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The Check request Envoy sends for `GET <path>` on `host` (HTTPS) with `headers` (lowercase
+/// names: only what `allowed_headers` lets through).
+pub fn check_request(host: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    use portcullis::proto::{AttributeContext, attribute_context};
+    let http = attribute_context::HttpRequest {
+        method: "GET".into(),
+        host: host.into(),
+        scheme: "https".into(),
+        protocol: "HTTP/1.1".into(),
+        path: path.into(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Default::default()
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request { http: Some(http) }),
+            ..Default::default()
+        }),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
