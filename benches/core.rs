@@ -20,9 +20,7 @@ use portcullis::config::Config;
 use portcullis::grpc::AuthorizationService;
 use portcullis::metrics::Metrics;
 use portcullis::oidc::IdpClient;
-use portcullis::proto::{
-    AttributeContext, Authorization, CheckRequest, CheckResponse, attribute_context,
-};
+use portcullis::proto::{Authorization, CheckRequest, CheckResponse};
 use portcullis::secret::Secret;
 use portcullis::session::{Codec, Purpose};
 use portcullis::token::keys::KeySet;
@@ -219,21 +217,12 @@ fn decision(c: &mut Criterion) {
     // authorizer doing the same decode and encode around an answer it does not think about.
     let service = AuthorizationService::new(core.authorizer.clone(), core.metrics.clone());
     let wire = |req: &AuthzRequest| {
-        let mut http = attribute_context::HttpRequest {
-            method: req.method.clone(),
-            host: req.authority.clone(),
-            scheme: req.scheme.clone(),
-            path: req.path.clone(),
-            ..Default::default()
-        };
-        http.headers = req.headers.clone().into_iter().collect();
-        CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(attribute_context::Request { http: Some(http) }),
-                ..Default::default()
-            }),
-        }
-        .encode_to_vec()
+        let headers: Vec<(&str, &str)> = req
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        support::check_request(&req.authority, &req.path, &headers).encode_to_vec()
     };
     let round_trip = |server: &dyn Authorization, bytes: &[u8]| {
         let req = CheckRequest::decode(bytes).unwrap();

@@ -23,10 +23,15 @@ pub async fn validate(
     leeway: u64,
 ) -> Result<IdClaims, TokenRejection> {
     let decoded = validate::decode(id_token)?;
+    if decoded.iss() != issuer {
+        return Err(TokenRejection::InvalidClaims);
+    }
+    if decoded.is_expired(now, leeway) {
+        return Err(TokenRejection::Expired);
+    }
     let key = keys.key_for(decoded.kid.as_deref(), decoded.alg).await?;
     let audiences = [client_id.to_owned()];
     let expected = validate::Expected {
-        issuer,
         audiences: &audiences,
         now,
         leeway,

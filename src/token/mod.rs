@@ -105,14 +105,13 @@ impl Verifier {
         let issuer = self
             .issuers
             .iter()
-            .find(|i| same_issuer(&i.configured, &decoded.iss))
+            .find(|i| same_issuer(&i.configured, decoded.iss()))
             .ok_or(TokenRejection::UnknownIssuer)?;
-        let exact = issuer.exact();
-        if decoded.iss != exact {
+        if decoded.iss() != issuer.exact() {
             return Err(TokenRejection::UnknownIssuer);
         }
         // Expired tokens cost no key lookup, so they can never trigger a fetch.
-        if decoded.exp.saturating_add(self.leeway) < now {
+        if decoded.is_expired(now, self.leeway) {
             return Err(TokenRejection::Expired);
         }
         let key = issuer
@@ -121,7 +120,6 @@ impl Verifier {
             .await
             .map_err(TokenRejection::from)?;
         let expected = validate::Expected {
-            issuer: exact,
             audiences: &issuer.audiences,
             now,
             leeway: self.leeway,

@@ -56,7 +56,6 @@ fn pss_signatures_verify_with_an_rsa_key_and_cannot_be_relabelled() {
     let set = keys::KeySet::from_json(json!({ "keys": [jwk] }).to_string().as_bytes()).unwrap();
     let key = set.keys[0].clone();
     let expected = validate::Expected {
-        issuer: ISS,
         audiences: &[AUD.to_owned()],
         now: now_secs(),
         leeway: 30,

@@ -94,12 +94,12 @@ fn b64(part: &str) -> Result<Vec<u8>, TokenRejection> {
         .map_err(|_| TokenRejection::Malformed)
 }
 
-/// A token decoded once, signature not yet checked. `iss` and `exp` are read already: to pick the
-/// issuer's keys, and to refuse an expired token without looking up (and maybe fetching) any key.
+/// A token decoded once, signature not yet checked. `iss` (a string) and `exp` are known already:
+/// to pick the issuer's keys, and to refuse an expired token without looking up (and maybe
+/// fetching) any key.
 pub struct Decoded<'a> {
     pub alg: Algorithm,
     pub kid: Option<String>,
-    pub iss: String,
     pub exp: u64,
     claims: Map<String, Value>,
     signing_input: &'a str,
@@ -133,10 +133,9 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, TokenRejection> {
         Ok(ClaimSet::Duplicated) => return Err(TokenRejection::InvalidClaims),
         Err(_) => return Err(TokenRejection::Malformed),
     };
-    let iss = match claims.get("iss") {
-        Some(Value::String(s)) => s.clone(),
-        _ => return Err(TokenRejection::InvalidClaims),
-    };
+    if !matches!(claims.get("iss"), Some(Value::String(_))) {
+        return Err(TokenRejection::InvalidClaims);
+    }
     let exp = claims
         .get("exp")
         .and_then(numeric_date)
@@ -144,12 +143,22 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, TokenRejection> {
     Ok(Decoded {
         alg,
         kid: h.kid,
-        iss,
         exp,
         claims,
         signing_input: &token[..header.len() + 1 + payload.len()],
         signature: b64(signature)?,
     })
+}
+
+impl Decoded<'_> {
+    pub fn iss(&self) -> &str {
+        self.claims.get("iss").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// Past `exp` by more than the leeway.
+    pub fn is_expired(&self, now: u64, leeway: u64) -> bool {
+        self.exp.saturating_add(leeway) < now
+    }
 }
 
 /// The claims object, refused when a name appears twice: RFC 7519 4 lets a parser take the last,
@@ -206,17 +215,17 @@ pub struct Claims {
     pub rest: Map<String, Value>,
 }
 
-/// What a token must say of itself to be accepted.
+/// What a token must say of itself to be accepted, beyond `iss` and `exp`, which the caller checks
+/// before looking up a key.
 pub struct Expected<'a> {
-    pub issuer: &'a str,
     pub audiences: &'a [String],
     pub now: u64,
     pub leeway: u64,
 }
 
-/// The signature with `key`, then the claims: `iss` exactly, `exp` and `nbf` with leeway, `aud`
-/// naming one of ours, `sub` a non-empty string, `iat` not in the future. Wrongly typed claims
-/// are refused, never read as absent.
+/// The signature with `key`, then the claims: `nbf` with leeway, `aud` naming one of ours, `sub` a
+/// non-empty string, `iat` not in the future. Wrongly typed claims are refused, never read as
+/// absent.
 pub fn verify(
     token: Decoded<'_>,
     key: &VerifyKey,
@@ -226,18 +235,11 @@ pub fn verify(
         return Err(TokenRejection::BadSignature);
     }
     let Expected {
-        issuer,
         audiences,
         now,
         leeway,
     } = *expected;
     let mut rest = token.claims;
-    if token.iss != issuer {
-        return Err(TokenRejection::InvalidClaims);
-    }
-    if token.exp.saturating_add(leeway) < now {
-        return Err(TokenRejection::Expired);
-    }
     let date = |name: &str| match rest.get(name) {
         None => Ok(None),
         Some(v) => numeric_date(v)
@@ -257,11 +259,10 @@ pub fn verify(
         _ => Err(TokenRejection::InvalidClaims),
     };
     let audience_ok = match rest.get("aud") {
+        // Every entry is checked for its type, not only up to the first match.
         Some(Value::Array(auds)) => auds
             .iter()
-            .map(ours)
-            .collect::<Result<Vec<bool>, _>>()?
-            .contains(&true),
+            .try_fold(false, |found, a| Ok::<_, TokenRejection>(ours(a)? | found))?,
         Some(aud) => ours(aud)?,
         None => return Err(TokenRejection::InvalidClaims),
     };
