@@ -11,7 +11,8 @@
 //! The provider is the test OpenID provider (tests/op, `scripts/setup` installs it); it is asked
 //! for discovery and keys at start only. Settings, from the environment: BENCH_SECONDS (5) per run,
 //! BENCH_ROUNDS (3, interleaved; the median round is reported),
-//! BENCH_CONCURRENCY (64 requests in flight), BENCH_CONNECTIONS (4), BENCH_UNIQUE_TOKENS (20000).
+//! BENCH_CONCURRENCY (64 requests in flight), BENCH_CONNECTIONS (4), BENCH_UNIQUE_TOKENS (20000),
+//! BENCH_KINDS (all; a comma-separated list of label prefixes, e.g. `cached,cookie`).
 //! The load generator runs on one thread, so the server has the other core of a two-core machine.
 
 #[path = "../tests/support/mod.rs"]
@@ -265,6 +266,12 @@ async fn run() {
         Kind::CookieSession,
         Kind::NoCredential,
     ];
+    let only = std::env::var("BENCH_KINDS").unwrap_or_default();
+    let kinds: Vec<Kind> = kinds
+        .into_iter()
+        .filter(|k| only.is_empty() || only.split(',').any(|o| k.label().starts_with(o)))
+        .collect();
+    let kinds = &kinds[..];
     // Rounds interleave the servers and kinds, so that drift on a shared machine hits all alike;
     // each round sends its own share of the unique tokens (to both servers).
     let mut runs: Vec<(Kind, &str, Measured)> = Vec::new();
@@ -272,7 +279,7 @@ async fn run() {
     for round in 0..rounds {
         let share = unique.len() / rounds;
         let unique = &unique[round * share..(round + 1) * share];
-        for kind in kinds {
+        for &kind in kinds {
             let reqs = Arc::new(requests(kind, &token, unique, &cookie));
             let once = kind == Kind::UniqueBearer;
             for (server, port, expected, server_pid) in [
@@ -313,7 +320,7 @@ async fn run() {
             }
         }
     }
-    for kind in kinds {
+    for &kind in kinds {
         let mut noop_rate = 0.0;
         for server in ["no-op", "portcullis"] {
             let mut mine: Vec<Measured> = runs

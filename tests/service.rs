@@ -82,6 +82,7 @@ struct Harness {
     client: AuthorizationClient<tonic::transport::Channel>,
     health: HealthClient<tonic::transport::Channel>,
     admin: String,
+    grpc: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     served: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -140,6 +141,7 @@ impl Harness {
             client,
             health,
             admin: admin_addr,
+            grpc: grpc_addr,
             stop: Some(stop),
             served,
         }
@@ -361,4 +363,116 @@ async fn shutdown_reports_not_serving_then_lets_in_flight_checks_finish() {
     // The in-flight check gets its answer, and the service exits cleanly.
     assert_eq!(slow.await.unwrap(), 401);
     h.served.await.unwrap().unwrap();
+}
+
+/// Envoy cancels the checks in flight for clients that went away or whose ext_authz timeout fired,
+/// often many at once, and all of one Envoy worker's checks share a connection. A burst of
+/// cancelled checks must not make portcullis close it: h2's guard against the rapid-reset attack
+/// does that after 20 streams reset before they were picked up, unless told otherwise. The frames
+/// are written by hand so that each reset arrives together with its request, as under load.
+#[tokio::test]
+async fn a_burst_of_cancelled_checks_keeps_the_connection_open() {
+    use prost::Message;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(&["rs256-a"], 0, true).await;
+    let check = support::check_request(
+        "amundsen.example",
+        "/api/x",
+        &[(
+            "authorization",
+            &format!("Bearer {}", h.token("rs256-a", "rs256-a")),
+        )],
+    )
+    .encode_to_vec();
+    let frame = |out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+    };
+    // HPACK literals without indexing or Huffman: every name and value is under 127 bytes.
+    let mut headers = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/envoy.service.auth.v3.Authorization/Check"),
+        (":authority", "portcullis"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        headers.extend_from_slice(&[0, name.len() as u8]);
+        headers.extend_from_slice(name.as_bytes());
+        headers.push(value.len() as u8);
+        headers.extend_from_slice(value.as_bytes());
+    }
+    let mut message = vec![0u8];
+    message.extend_from_slice(&(check.len() as u32).to_be_bytes());
+    message.extend_from_slice(&check);
+    const HEADERS: u8 = 1;
+    const DATA: u8 = 0;
+    const RST_STREAM: u8 = 3;
+    const SETTINGS: u8 = 4;
+    const GOAWAY: u8 = 7;
+    const END_STREAM: u8 = 1;
+    const END_HEADERS: u8 = 4;
+    const CANCEL: [u8; 4] = 8u32.to_be_bytes();
+
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frame(&mut out, SETTINGS, 0, 0, &[]);
+    // 40 checks, each cancelled right after it was sent, then one that waits for its answer; all
+    // within the 64 KiB a client may send before the server's first WINDOW_UPDATE.
+    let last = 81;
+    assert!((last as usize / 2 + 1) * (message.len() + 9) < 65_535);
+    for stream in (1..last).step_by(2) {
+        frame(&mut out, HEADERS, END_HEADERS, stream, &headers);
+        frame(&mut out, DATA, END_STREAM, stream, &message);
+        frame(&mut out, RST_STREAM, 0, stream, &CANCEL);
+    }
+    frame(&mut out, HEADERS, END_HEADERS, last, &headers);
+    frame(&mut out, DATA, END_STREAM, last, &message);
+    let mut tcp = tokio::net::TcpStream::connect(h.grpc).await.unwrap();
+    tcp.write_all(&out).await.unwrap();
+
+    let mut answer = Vec::new();
+    let mut trailers = false;
+    while !trailers {
+        let mut head = [0u8; 9];
+        tcp.read_exact(&mut head)
+            .await
+            .expect("the connection stays open");
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        tcp.read_exact(&mut payload).await.unwrap();
+        assert_ne!(
+            head[3],
+            GOAWAY,
+            "portcullis closed the connection: error code {}, {:?}",
+            payload
+                .get(4..8)
+                .map_or(0, |c| u32::from_be_bytes(c.try_into().unwrap())),
+            String::from_utf8_lossy(payload.get(8..).unwrap_or_default())
+        );
+        if head[3] == SETTINGS && head[4] == 0 {
+            let mut ack = Vec::new();
+            frame(&mut ack, SETTINGS, 1, 0, &[]);
+            tcp.write_all(&ack).await.unwrap();
+        }
+        if stream == last {
+            match head[3] {
+                DATA => answer.extend_from_slice(&payload),
+                HEADERS => trailers = head[4] & END_STREAM != 0,
+                other => panic!("frame type {other} on the last stream"),
+            }
+        }
+    }
+    let response = portcullis::proto::CheckResponse::decode(&answer[5..]).unwrap();
+    assert!(matches!(
+        response.http_response,
+        Some(portcullis::proto::check_response::HttpResponse::OkResponse(
+            _
+        ))
+    ));
+    drop(tcp);
+    h.stop().await;
 }
