@@ -8,11 +8,13 @@
 //!   c' the same no-op answering what portcullis answers for the token of d (identity headers,
 //!      client copies removed, dynamic metadata): what that answer costs Envoy
 //!   d  ext_authz to portcullis, bearer token
+//!   ce ext_authz to the no-op with e's request (its 3.5 KB session cookie): what that request
+//!      costs Envoy whoever answers it
 //!   e  ext_authz to portcullis, cookie session
 //! wrk (Debian's, `scripts/setup` installs it) drives each in turn, -t1 -c32, BENCH_SECONDS (5)
 //! per run, BENCH_ROUNDS (3) rounds interleaved so that drift on a shared machine hits all alike.
 //! The median round per listener is reported with Envoy's and the authorizer's CPU time per
-//! request, and the ratios d/b, e/b, d/c, e/c. Every response must be a 200, or the run fails.
+//! request, and the ratios d/b, e/b, d/c, e/c, e/ce. Every response must be a 200, or the run fails.
 //!
 //! The shipped config's access log is left out of every listener: it costs the same in each and
 //! would blur the difference between filters.
@@ -79,6 +81,10 @@ fn main() {
         &token,
     ));
     let bearer = format!("authorization: Bearer {token}");
+    let (session, page) = (
+        format!("cookie: {cookie}"),
+        "/table_detail/gold/hive/core/users",
+    );
     let answer = rt.block_on(portcullis_answer(portcullis.grpc_port, &token));
     let like_listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -96,11 +102,12 @@ fn main() {
         ("c'", "ext_authz, no-op answering as d", bearer.clone(), api),
         ("d", "ext_authz to portcullis, bearer", bearer.clone(), api),
         (
-            "e",
-            "ext_authz to portcullis, cookie",
-            format!("cookie: {cookie}"),
-            "/table_detail/gold/hive/core/users",
+            "ce",
+            "ext_authz to a no-op, e's request",
+            session.clone(),
+            page,
         ),
+        ("e", "ext_authz to portcullis, cookie", session, page),
     ]
     .into_iter()
     .map(|(key, label, header, path)| Variant {
@@ -138,7 +145,7 @@ fn main() {
         eprintln!("round {round} of {rounds}");
         for v in &variants {
             let authorizer = match v.key {
-                "c" | "c'" => Some(std::process::id()),
+                "c" | "c'" | "ce" => Some(std::process::id()),
                 "d" | "e" => Some(portcullis.proc.pid()),
                 _ => None,
             };
@@ -174,14 +181,15 @@ fn main() {
     }
     let ratio = |x: &str, y: &str| median[x].rate / median[y].rate;
     println!(
-        "\nratios: c/b {:.2}  d/b {:.2}  e/b {:.2}  d/c {:.2}  e/c {:.2}  c'/c {:.2}  d/c' {:.2}",
+        "\nratios: c/b {:.2}  d/b {:.2}  e/b {:.2}  d/c {:.2}  e/c {:.2}  c'/c {:.2}  d/c' {:.2}  e/ce {:.2}",
         ratio("c", "b"),
         ratio("d", "b"),
         ratio("e", "b"),
         ratio("d", "c"),
         ratio("e", "c"),
         ratio("c'", "c"),
-        ratio("d", "c'")
+        ratio("d", "c'"),
+        ratio("e", "ce")
     );
     let stats = ProcStats::read(portcullis.proc.pid());
     println!(
@@ -321,7 +329,7 @@ typed_config:
             let chain = match v.key {
                 "a" => vec![router.clone()],
                 "b" => vec![jwt_authn.clone(), router.clone()],
-                "c" => vec![to("noop"), router.clone()],
+                "c" | "ce" => vec![to("noop"), router.clone()],
                 "c'" => vec![to("noop-like"), router.clone()],
                 _ => vec![ext_authz.clone(), router.clone()],
             };
