@@ -14,7 +14,8 @@
 //! wrk (Debian's, `scripts/setup` installs it) drives each in turn, -t1 -c32, BENCH_SECONDS (5)
 //! per run, BENCH_ROUNDS (3) rounds interleaved so that drift on a shared machine hits all alike.
 //! The median round per listener is reported with Envoy's and the authorizer's CPU time per
-//! request, and the ratios d/b, e/b, d/c, e/c, e/ce. Every response must be a 200, or the run fails.
+//! request, and the ratios d/b, e/b, d/c, e/c, e/ce. Every response must be a 200, or the run
+//! fails.
 //!
 //! The shipped config's access log is left out of every listener: it costs the same in each and
 //! would blur the difference between filters.
@@ -36,6 +37,7 @@ use support::{AUDIENCE, Envoy, EnvoyPorts, Op, OpOptions};
 
 const WRK: &str = "/usr/bin/wrk";
 
+#[derive(Clone)]
 struct Variant {
     key: &'static str,
     label: &'static str,
@@ -74,17 +76,22 @@ fn main() {
     rt.spawn(common::serve_noop(noop_listener, common::Noop::default()));
 
     let token = common::access_token(&op, 1);
-    let cookie = rt.block_on(support::session_cookie(
-        &secret,
-        true,
-        "alice@example.com",
-        &token,
-    ));
+    // A cookie sealed now, as a browser holds one: portcullis reissues a cookie whose last
+    // activity is over a minute old, and a browser keeps the new one; wrk cannot, so every run
+    // gets a fresh cookie. (An old one would be reissued on every request: a 3.5 KB Set-Cookie.)
+    let fresh_cookie = || {
+        format!(
+            "cookie: {}",
+            rt.block_on(support::session_cookie(
+                &secret,
+                true,
+                "alice@example.com",
+                &token
+            ))
+        )
+    };
     let bearer = format!("authorization: Bearer {token}");
-    let (session, page) = (
-        format!("cookie: {cookie}"),
-        "/table_detail/gold/hive/core/users",
-    );
+    let (session, page) = (fresh_cookie(), "/table_detail/gold/hive/core/users");
     let answer = rt.block_on(portcullis_answer(portcullis.grpc_port, &token));
     let like_listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -148,6 +155,16 @@ fn main() {
                 "c" | "c'" | "ce" => Some(std::process::id()),
                 "d" | "e" => Some(portcullis.proc.pid()),
                 _ => None,
+            };
+            let fresh;
+            let v = if v.header.starts_with("cookie: ") {
+                fresh = Variant {
+                    header: fresh_cookie(),
+                    ..v.clone()
+                };
+                &fresh
+            } else {
+                v
             };
             runs.entry(v.key)
                 .or_default()
