@@ -62,10 +62,8 @@ pub fn access_tokens(op: &Op, n: u64) -> Vec<String> {
 }
 
 /// An authorizer that allows everything without looking: the cost of the ext_authz hop and of
-/// tonic itself, the baseline portcullis is measured against. Served as a small tonic server is
-/// usually written: TCP_NODELAY, tokio's multi-threaded runtime. (portcullis serves each
-/// connection on one thread, `grpc::server`; what that buys shows against this baseline.) Its
-/// fixed answer is an empty allow,
+/// tonic itself, the baseline portcullis is measured against. Served like portcullis serves
+/// (tonic, TCP_NODELAY, the default multi-threaded runtime). Its fixed answer is an empty allow,
 /// or ([`Noop::like_portcullis`]) what portcullis answers for alice's bearer token, which tells
 /// what the answer's content costs Envoy apart from the work of deciding it.
 pub struct Noop(CheckResponse);

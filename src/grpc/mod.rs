@@ -2,7 +2,6 @@
 //! Nothing here decides anything; it converts, calls [`Authorizer::check`], records, converts back.
 
 pub mod convert;
-pub mod server;
 
 use std::sync::Arc;
 use std::time::Instant;
