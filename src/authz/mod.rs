@@ -19,7 +19,8 @@ pub use request::AuthzRequest;
 
 use crate::config::UpstreamAuthorization;
 use crate::oidc::login::{self, LoginFlow};
-use crate::session::cookie::{Stripped, names};
+use crate::session::Jar;
+use crate::session::cookie::Stripped;
 use crate::token::{Verifier, now_secs};
 use credentials::Credential;
 
@@ -125,7 +126,9 @@ impl Authorizer {
         };
         match route.action {
             Action::Deny => self.deny(&route.name, DenyReason::RouteDenied),
-            Action::Public => self.allow(req, route, AllowReason::Public, None, Vec::new()),
+            Action::Public => {
+                self.allow(&req.cookies(), route, AllowReason::Public, None, Vec::new())
+            }
             Action::Api | Action::Login => {
                 let principal = match credentials::credential(req) {
                     Credential::None => return self.session_or_login(req, route).await,
@@ -140,7 +143,13 @@ impl Authorizer {
                 if let Err(unmet) = route.require.check(&principal) {
                     return self.deny(&route.name, DenyReason::Requirement(unmet));
                 }
-                self.allow(req, route, AllowReason::Bearer, Some(principal), Vec::new())
+                self.allow(
+                    &req.cookies(),
+                    route,
+                    AllowReason::Bearer,
+                    Some(principal),
+                    Vec::new(),
+                )
             }
         }
     }
@@ -153,8 +162,9 @@ impl Authorizer {
         };
         let now = now_secs();
         let sessions = login.sessions();
-        let present = req.header("cookie").map(names).unwrap_or_default();
-        let loaded = match sessions.load(req.header("cookie"), now).await {
+        let jar = req.cookies();
+        let present = jar.names();
+        let loaded = match sessions.load(&jar, now).await {
             Ok(s) => login.fresh_session(s, now).await,
             Err(miss) => Err(miss),
         };
@@ -181,7 +191,7 @@ impl Authorizer {
                     Vec::new()
                 };
                 let mut decision = self.allow(
-                    req,
+                    &jar,
                     route,
                     AllowReason::Session,
                     Some(Arc::new(s.principal)),
@@ -235,7 +245,7 @@ impl Authorizer {
 
     fn allow(
         &self,
-        req: &AuthzRequest,
+        jar: &Jar<'_>,
         route: &Route,
         reason: AllowReason,
         who: Option<Arc<Principal>>,
@@ -259,8 +269,8 @@ impl Authorizer {
             .cloned()
             .collect();
         // portcullis's own cookies never reach the upstream; the others do.
-        if let (Some(login), Some(cookie)) = (&self.login, req.header("cookie")) {
-            match login.sessions().cookies().strip(cookie) {
+        if let Some(login) = &self.login {
+            match login.sessions().cookies().strip(jar) {
                 Stripped::Unchanged => {}
                 Stripped::Empty => remove_headers.push(Arc::from("cookie")),
                 Stripped::Rest(rest) => set_headers.push((Arc::from("cookie"), rest)),

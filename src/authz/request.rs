@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use crate::session::Jar;
+
 /// What the authorizer needs of one HTTP request. Header names are lowercase (Envoy sends them so).
 #[derive(Debug, Clone, Default)]
 pub struct AuthzRequest {
@@ -20,5 +22,10 @@ pub struct AuthzRequest {
 impl AuthzRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
+    }
+
+    /// The `Cookie` header split into its pairs: parse once, read as often as needed.
+    pub fn cookies(&self) -> Jar<'_> {
+        Jar::parse(self.header("cookie").unwrap_or_default())
     }
 }

@@ -19,7 +19,6 @@ use crate::authz::{AuthzRequest, Decision, Principal, RouteName};
 use crate::config::TokenEndpointAuth;
 use crate::metrics::{IdpEndpoint, Metrics, RefreshResult};
 use crate::secret::Secret;
-use crate::session::cookie::names;
 use crate::session::{Purpose, Session, SessionMiss, SessionStore};
 use crate::token::JwksCache;
 use crate::token::now_secs;
@@ -201,14 +200,16 @@ impl LoginFlow {
         let Some(state) = state.filter(|s| s.len() >= 16 && s.is_ascii()) else {
             return self.page(PageReason::MissingState, "/", Vec::new());
         };
-        let cookie_header = req.header("cookie");
+        let jar = req.cookies();
         let cookie_name = self.sessions.cookies().login_name(&state[..16]);
         let clear_tx = vec![self.sessions.cookies().clear(&cookie_name)];
         if self.used_states.contains_key(&state) {
             return self.page(PageReason::ReplayedState, "/", clear_tx);
         }
-        let tx = cookie_header
-            .and_then(|h| self.sessions.cookies().read(h, &cookie_name))
+        let tx = self
+            .sessions
+            .cookies()
+            .read(&jar, &cookie_name)
             .and_then(|sealed| self.sessions.codec().open(Purpose::Login, &sealed).ok())
             .and_then(|plain| serde_json::from_slice::<Transaction>(&plain).ok())
             .filter(|tx| tx.state == state && tx.created_at + LOGIN_TTL.as_secs() > now_secs());
@@ -293,7 +294,7 @@ impl LoginFlow {
             created_at: now,
             seen_at: now,
         };
-        let present = cookie_header.map(names).unwrap_or_default();
+        let present = jar.names();
         let mut set_cookies = match self.sessions.save(&session, &present).await {
             Ok(cookies) => cookies,
             Err(e) => {
@@ -312,13 +313,13 @@ impl LoginFlow {
 
     /// Ends the session here and at the IdP. The query is ignored: logout never goes off-site.
     pub async fn logout(&self, req: &AuthzRequest) -> Decision {
-        let cookie_header = req.header("cookie");
+        let jar = req.cookies();
         let id_token = self
             .sessions
-            .end(cookie_header, now_secs())
+            .end(&jar, now_secs())
             .await
             .map(|s| s.id_token);
-        let present = cookie_header.map(names).unwrap_or_default();
+        let present = jar.names();
         let set_cookies = self.sessions.cookies().clear_all(&present);
         let back = self.post_logout_url(req);
         let location = match self.keys.metadata() {

@@ -99,8 +99,8 @@ impl Cookies {
     }
 
     /// The value stored under `name`, reassembled from chunks; `None` when absent or inconsistent.
-    pub fn read(&self, header: &str, name: &str) -> Option<String> {
-        let pairs = parse(header);
+    pub fn read(&self, jar: &Jar<'_>, name: &str) -> Option<String> {
+        let pairs = &jar.pairs;
         let mut heads = pairs.iter().filter(|(n, _)| *n == name);
         let head = heads.next()?.1;
         if heads.next().is_some() {
@@ -127,13 +127,13 @@ impl Cookies {
     }
 
     /// The `Cookie` header without any of our cookies: what the upstream may see.
-    pub fn strip(&self, header: &str) -> Stripped {
-        let pairs = parse(header);
-        if !pairs.iter().any(|(n, _)| self.is_ours(n)) {
+    pub fn strip(&self, jar: &Jar<'_>) -> Stripped {
+        if !jar.pairs.iter().any(|(n, _)| self.is_ours(n)) {
             return Stripped::Unchanged;
         }
-        let kept: Vec<String> = pairs
-            .into_iter()
+        let kept: Vec<String> = jar
+            .pairs
+            .iter()
             .filter(|(n, _)| !self.is_ours(n))
             .map(|(n, v)| format!("{n}={v}"))
             .collect();
@@ -155,24 +155,34 @@ pub enum Stripped {
     Rest(String),
 }
 
-/// `a=1; b=2` -> [(a, 1), (b, 2)]. Envoy joins several Cookie headers with ", " or "; ".
-/// Split on one character at a time: `str::split(char)` searches with memchr, a split on a set of
-/// characters goes character by character, and session cookies make this header 3-4 KB.
-pub fn parse(header: &str) -> Vec<(&str, &str)> {
-    header
-        .split(';')
-        .flat_map(|part| part.split(','))
-        .filter_map(|part| {
-            let (n, v) = part.trim().split_once('=')?;
-            let n = n.trim();
-            (!n.is_empty()).then_some((n, v.trim()))
-        })
-        .collect()
+/// A `Cookie` header split into its name-value pairs, once per request: a session request reads
+/// the session, the names present and what goes upstream from the same 3-4 KB header.
+#[derive(Debug, Default)]
+pub struct Jar<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
 }
 
-/// The names in a `Cookie` header.
-pub fn names(header: &str) -> Vec<&str> {
-    parse(header).into_iter().map(|(n, _)| n).collect()
+impl<'a> Jar<'a> {
+    /// `a=1; b=2` -> [(a, 1), (b, 2)]. Envoy joins several Cookie headers with ", " or "; ".
+    /// Split on one character at a time: `str::split(char)` searches with memchr, a split on a set
+    /// of characters goes character by character.
+    pub fn parse(header: &'a str) -> Self {
+        let pairs = header
+            .split(';')
+            .flat_map(|part| part.split(','))
+            .filter_map(|part| {
+                let (n, v) = part.trim().split_once('=')?;
+                let n = n.trim();
+                (!n.is_empty()).then_some((n, v.trim()))
+            })
+            .collect();
+        Self { pairs }
+    }
+
+    /// The cookie names present.
+    pub fn names(&self) -> Vec<&'a str> {
+        self.pairs.iter().map(|(n, _)| *n).collect()
+    }
 }
 
 #[cfg(test)]
@@ -208,7 +218,7 @@ mod tests {
         let value = "x".repeat(9000);
         let set = c.set("p", &value, Duration::from_secs(60), &[]);
         assert_eq!(set.len(), 4, "head + 3 chunks");
-        assert_eq!(c.read(&jar(&set), "p").unwrap(), value);
+        assert_eq!(c.read(&Jar::parse(&jar(&set)), "p").unwrap(), value);
     }
 
     #[test]
@@ -224,17 +234,17 @@ mod tests {
             .filter(|kv| !kv.starts_with("p-2="))
             .collect::<Vec<_>>()
             .join("; ");
-        assert_eq!(c.read(&without_2, "p"), None);
-        assert_eq!(c.read(&format!("{full}; p-2=zzz"), "p"), None);
-        assert_eq!(c.read("p=chunks:9; p-1=a", "p"), None);
-        assert_eq!(c.read("p=chunks:1; p-1=a", "p"), None);
-        assert_eq!(c.read("p=a; p=b", "p"), None);
+        assert_eq!(c.read(&Jar::parse(&without_2), "p"), None);
+        assert_eq!(c.read(&Jar::parse(&format!("{full}; p-2=zzz")), "p"), None);
+        assert_eq!(c.read(&Jar::parse("p=chunks:9; p-1=a"), "p"), None);
+        assert_eq!(c.read(&Jar::parse("p=chunks:1; p-1=a"), "p"), None);
+        assert_eq!(c.read(&Jar::parse("p=a; p=b"), "p"), None);
         // Swapping two chunks yields a different value, which the AEAD then refuses.
         let swapped = full
             .replace("p-1=", "p-X=")
             .replace("p-2=", "p-1=")
             .replace("p-X=", "p-2=");
-        assert_ne!(c.read(&swapped, "p").unwrap(), value);
+        assert_ne!(c.read(&Jar::parse(&swapped), "p").unwrap(), value);
     }
 
     #[test]
@@ -255,14 +265,14 @@ mod tests {
         let c = Cookies::new("portcullis", true);
         let header = "a=1; __Host-portcullis=s; __Host-portcullis-1=c; __Host-portcullis-login-abc=t; portcullisX=2; _session=o";
         assert_eq!(
-            c.strip(header),
+            c.strip(&Jar::parse(header)),
             Stripped::Rest("a=1; portcullisX=2; _session=o".into())
         );
-        assert_eq!(c.strip("__Host-portcullis=s"), Stripped::Empty);
-        assert_eq!(c.strip("a=1, b=2"), Stripped::Unchanged);
+        assert_eq!(c.strip(&Jar::parse("__Host-portcullis=s")), Stripped::Empty);
+        assert_eq!(c.strip(&Jar::parse("a=1, b=2")), Stripped::Unchanged);
         // Envoy may join two Cookie headers with a comma: ours is found in either.
         assert_eq!(
-            c.strip("a=1, __Host-portcullis=s"),
+            c.strip(&Jar::parse("a=1, __Host-portcullis=s")),
             Stripped::Rest("a=1".into())
         );
     }

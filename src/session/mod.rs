@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use codec::{Codec, Purpose};
-pub use cookie::Cookies;
+pub use cookie::{Cookies, Jar};
 pub use store::{Backend, StoreError};
 
 use crate::authz::Principal;
@@ -112,15 +112,10 @@ impl SessionStore {
         &self.backend
     }
 
-    pub async fn load(
-        &self,
-        cookie_header: Option<&str>,
-        now: u64,
-    ) -> Result<Session, SessionMiss> {
-        let header = cookie_header.ok_or(SessionMiss::None)?;
+    pub async fn load(&self, jar: &Jar<'_>, now: u64) -> Result<Session, SessionMiss> {
         let sealed = self
             .cookies
-            .read(header, self.cookies.session_name())
+            .read(jar, self.cookies.session_name())
             .ok_or(SessionMiss::None)?;
         let session: Session = if self.backend.is_server_side() {
             let plain = self
@@ -195,8 +190,8 @@ impl SessionStore {
 
     /// Logout: the session as it was (for the IdP's `id_token_hint`), deleted from a server-side
     /// store so that its cookie, even copied, is worth nothing from now on.
-    pub async fn end(&self, cookie_header: Option<&str>, now: u64) -> Option<Session> {
-        let s = self.load(cookie_header, now).await.ok()?;
+    pub async fn end(&self, jar: &Jar<'_>, now: u64) -> Option<Session> {
+        let s = self.load(jar, now).await.ok()?;
         if let Err(e) = self.backend.delete(&s.sid).await {
             tracing::warn!(error = %e, "deleting a session at logout failed");
         }
@@ -249,7 +244,7 @@ mod tests {
     async fn a_saved_session_loads_back() {
         let st = store();
         let cookie = save(&st, &session(1000)).await;
-        let s = st.load(Some(&cookie), 1001).await.unwrap();
+        let s = st.load(&Jar::parse(&cookie), 1001).await.unwrap();
         assert_eq!(s.principal.subject, "sub");
         assert_eq!(s.refresh_token.as_deref(), Some("r"));
     }
@@ -258,17 +253,20 @@ mod tests {
     async fn an_opened_cookie_is_cached_and_still_times_out() {
         let st = store();
         let cookie = save(&st, &session(1000)).await;
-        let first = st.load(Some(&cookie), 1001).await.unwrap();
-        let sealed = st.cookies.read(&cookie, st.cookies.session_name()).unwrap();
+        let first = st.load(&Jar::parse(&cookie), 1001).await.unwrap();
+        let sealed = st
+            .cookies
+            .read(&Jar::parse(&cookie), st.cookies.session_name())
+            .unwrap();
         assert!(st.opened.contains_key(&st.hash.digest(sealed.as_bytes())));
-        let again = st.load(Some(&cookie), 1002).await.unwrap();
+        let again = st.load(&Jar::parse(&cookie), 1002).await.unwrap();
         assert_eq!(
             (again.sid, again.access_token),
             (first.sid, first.access_token)
         );
         // The cached session is held to the same timeouts as a freshly opened one.
         assert_eq!(
-            st.load(Some(&cookie), 1000 + 600).await.unwrap_err(),
+            st.load(&Jar::parse(&cookie), 1000 + 600).await.unwrap_err(),
             SessionMiss::Idle
         );
         // One byte changed in the sealed value is another cookie, and AES-GCM refuses it.
@@ -276,7 +274,7 @@ mod tests {
         let flip = if value.ends_with('A') { 'B' } else { 'A' };
         let tampered = format!("{name}={}{flip}", &value[..value.len() - 1]);
         assert_eq!(
-            st.load(Some(&tampered), 1001).await.unwrap_err(),
+            st.load(&Jar::parse(&tampered), 1001).await.unwrap_err(),
             SessionMiss::Invalid
         );
     }
@@ -286,14 +284,16 @@ mod tests {
         let st = store();
         let cookie = save(&st, &session(1000)).await;
         assert_eq!(
-            st.load(Some(&cookie), 1000 + 600).await.unwrap_err(),
+            st.load(&Jar::parse(&cookie), 1000 + 600).await.unwrap_err(),
             SessionMiss::Idle
         );
         let mut s = session(1000);
         s.seen_at = 1000 + 3000;
         let cookie = save(&st, &s).await;
         assert_eq!(
-            st.load(Some(&cookie), 1000 + 3600).await.unwrap_err(),
+            st.load(&Jar::parse(&cookie), 1000 + 3600)
+                .await
+                .unwrap_err(),
             SessionMiss::Expired
         );
     }
@@ -301,20 +301,23 @@ mod tests {
     #[tokio::test]
     async fn foreign_and_missing_cookies() {
         let st = store();
-        assert_eq!(st.load(None, 0).await.unwrap_err(), SessionMiss::None);
         assert_eq!(
-            st.load(Some("a=b"), 0).await.unwrap_err(),
+            st.load(&Jar::default(), 0).await.unwrap_err(),
             SessionMiss::None
         );
         assert_eq!(
-            st.load(Some("__Host-portcullis=garbage"), 0)
+            st.load(&Jar::parse("a=b"), 0).await.unwrap_err(),
+            SessionMiss::None
+        );
+        assert_eq!(
+            st.load(&Jar::parse("__Host-portcullis=garbage"), 0)
                 .await
                 .unwrap_err(),
             SessionMiss::Invalid
         );
         let cookie = save(&store(), &session(1000)).await;
         assert_eq!(
-            st.load(Some(&cookie), 1001).await.unwrap_err(),
+            st.load(&Jar::parse(&cookie), 1001).await.unwrap_err(),
             SessionMiss::Invalid,
             "another key"
         );
@@ -336,10 +339,10 @@ mod tests {
             "the cookie holds only a sealed id: {}",
             cookie.len()
         );
-        assert_eq!(st.load(Some(&cookie), now).await.unwrap().sid, "sid");
-        assert!(st.end(Some(&cookie), now).await.is_some());
+        assert_eq!(st.load(&Jar::parse(&cookie), now).await.unwrap().sid, "sid");
+        assert!(st.end(&Jar::parse(&cookie), now).await.is_some());
         assert_eq!(
-            st.load(Some(&cookie), now).await.unwrap_err(),
+            st.load(&Jar::parse(&cookie), now).await.unwrap_err(),
             SessionMiss::Revoked,
             "replayed after logout"
         );
