@@ -76,18 +76,10 @@ fn main() {
     rt.spawn(common::serve_noop(noop_listener, common::Noop::default()));
 
     let token = common::access_token(&op, 1);
-    // A cookie sealed now, as a browser holds one: portcullis reissues a cookie whose last
-    // activity is over a minute old, and a browser keeps the new one; wrk cannot, so every run
-    // gets a fresh cookie. (An old one would be reissued on every request: a 3.5 KB Set-Cookie.)
     let fresh_cookie = || {
         format!(
             "cookie: {}",
-            rt.block_on(support::session_cookie(
-                &secret,
-                true,
-                "alice@example.com",
-                &token
-            ))
+            rt.block_on(common::fresh_session_cookie(&secret, &token))
         )
     };
     let bearer = format!("authorization: Bearer {token}");

@@ -279,10 +279,10 @@ async fn run() {
         let share = unique.len() / rounds;
         let unique = &unique[round * share..(round + 1) * share];
         for &kind in kinds {
-            // A cookie sealed now, as a browser holds one: portcullis reissues a cookie whose
-            // last activity is over a minute old, and the browser keeps the new one. A cookie
-            // older than that would be reissued on every request (a Set-Cookie of 3.5 KB).
-            let cookie = support::session_cookie(&secret, true, "alice@example.com", &token).await;
+            let cookie = match kind {
+                Kind::CookieSession => common::fresh_session_cookie(&secret, &token).await,
+                _ => String::new(),
+            };
             let reqs = Arc::new(requests(kind, &token, unique, &cookie));
             let once = kind == Kind::UniqueBearer;
             for (server, port, expected, server_pid) in [

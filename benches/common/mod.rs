@@ -40,6 +40,14 @@ pub fn access_token(op: &Op, jti: u64) -> String {
     )
 }
 
+/// alice's session cookie (the cookie store, about 3.5 KB) carrying `token`, sealed now, as a
+/// browser holds one: portcullis reissues a cookie whose last activity is over a minute old and a
+/// browser keeps the new one. wrk and the load generator cannot, so each run takes a fresh one;
+/// an old one would be reissued on every request (a 3.5 KB Set-Cookie).
+pub async fn fresh_session_cookie(secret: &str, token: &str) -> String {
+    support::session_cookie(secret, true, "alice@example.com", token).await
+}
+
 /// `n` unique access tokens, signed on every core (RSA signing is the slow part of setting up).
 pub fn access_tokens(op: &Op, n: u64) -> Vec<String> {
     let threads = std::thread::available_parallelism().map_or(2, |p| p.get() as u64);

@@ -126,9 +126,13 @@ impl Authorizer {
         };
         match route.action {
             Action::Deny => self.deny(&route.name, DenyReason::RouteDenied),
-            Action::Public => {
-                self.allow(&req.cookies(), route, AllowReason::Public, None, Vec::new())
-            }
+            Action::Public => self.allow(
+                &self.upstream_cookies(req),
+                route,
+                AllowReason::Public,
+                None,
+                Vec::new(),
+            ),
             Action::Api | Action::Login => {
                 let principal = match credentials::credential(req) {
                     Credential::None => return self.session_or_login(req, route).await,
@@ -144,7 +148,7 @@ impl Authorizer {
                     return self.deny(&route.name, DenyReason::Requirement(unmet));
                 }
                 self.allow(
-                    &req.cookies(),
+                    &self.upstream_cookies(req),
                     route,
                     AllowReason::Bearer,
                     Some(principal),
@@ -241,6 +245,15 @@ impl Authorizer {
             login_url: None,
             set_cookies: Vec::new(),
         })
+    }
+
+    /// The cookies [`Self::allow`] strips ours from. Without login none are ours, and the header
+    /// is not parsed at all.
+    fn upstream_cookies<'r>(&self, req: &'r AuthzRequest) -> Jar<'r> {
+        match self.login {
+            Some(_) => req.cookies(),
+            None => Jar::default(),
+        }
     }
 
     fn allow(
