@@ -14,8 +14,12 @@
 //! wrk (Debian's, `scripts/setup` installs it) drives each in turn, -t1 -c32, BENCH_SECONDS (5)
 //! per run, BENCH_ROUNDS (3) rounds interleaved so that drift on a shared machine hits all alike.
 //! The median round per listener is reported with Envoy's and the authorizer's CPU time per
-//! request, and the ratios d/b, e/b, d/c, e/c, e/ce. Every response must be a 200, or the run
-//! fails.
+//! request, and the ratios d/b, e/b, d/c, e/c, e/ce; then the ratios taken within each round,
+//! median and range. Every response must be a 200, or the run fails.
+//!
+//! With `BENCH_MEASURE=instructions`, Envoy runs under callgrind instead and each listener gets
+//! BENCH_REQUESTS (1000) requests one after another: Envoy's instructions per request, the same
+//! from run to run on a machine too noisy for a 5 % difference in rate to show.
 //!
 //! The shipped config's access log is left out of every listener: it costs the same in each and
 //! would blur the difference between filters.
@@ -28,6 +32,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use portcullis::proto::{AuthorizationClient, CheckResponse, check_response};
 use serde_yaml_ng::Value;
@@ -124,7 +129,22 @@ fn main() {
         [("noop", noop_port), ("noop-like", like_port)],
         &variants,
     );
-    let envoy = rt.block_on(Envoy::start(&config));
+    let measure = Measure::from_env();
+    let envoy = match measure {
+        Measure::Time => rt.block_on(Envoy::start(&config)),
+        // Envoy under valgrind starts in about 20 s on this machine.
+        Measure::Instructions => rt.block_on(Envoy::start_under(
+            &config,
+            &[
+                "valgrind",
+                "--tool=callgrind",
+                // .venv/bin/envoy is a Python launcher that execs the binary.
+                "--trace-children=yes",
+                "--callgrind-out-file=/dev/null",
+            ],
+            Duration::from_secs(180),
+        )),
+    };
     let envoy_pid = envoy.proc.pid();
 
     // One request each, then a short run: connections up, caches warm, every listener a 200.
@@ -139,6 +159,20 @@ fn main() {
         assert_eq!(status, 200, "({}) {}: {body}", v.key, v.label);
         wrk(v, 1, envoy_pid, None);
     }
+    // wrk cannot take up a reissued cookie: every run gets one sealed just before it.
+    let as_sent = |v: &Variant| Variant {
+        header: if v.header.starts_with("cookie: ") {
+            fresh_cookie()
+        } else {
+            v.header.clone()
+        },
+        ..v.clone()
+    };
+    if measure == Measure::Instructions {
+        let requests: usize = setting("BENCH_REQUESTS", 1000);
+        count_instructions(&rt, &variants, as_sent, envoy_pid, rounds, requests);
+        return;
+    }
     let mut runs: BTreeMap<&str, Vec<Run>> = BTreeMap::new();
     for round in 1..=rounds {
         eprintln!("round {round} of {rounds}");
@@ -148,19 +182,9 @@ fn main() {
                 "d" | "e" => Some(portcullis.proc.pid()),
                 _ => None,
             };
-            let fresh;
-            let v = if v.header.starts_with("cookie: ") {
-                fresh = Variant {
-                    header: fresh_cookie(),
-                    ..v.clone()
-                };
-                &fresh
-            } else {
-                v
-            };
             runs.entry(v.key)
                 .or_default()
-                .push(wrk(v, seconds, envoy_pid, authorizer));
+                .push(wrk(&as_sent(v), seconds, envoy_pid, authorizer));
         }
     }
 
@@ -200,12 +224,143 @@ fn main() {
         ratio("d", "c'"),
         ratio("e", "ce")
     );
+    // Runs of one round are minutes apart at most, so a ratio within a round is less exposed to
+    // the machine's drift than a ratio of medians taken from different rounds.
+    println!("ratios within each round (median, lowest-highest):");
+    for (x, y) in [
+        ("d", "c"),
+        ("e", "c"),
+        ("e", "ce"),
+        ("c'", "c"),
+        ("d", "c'"),
+    ] {
+        let mut r: Vec<f64> = (0..rounds)
+            .map(|i| runs[x][i].rate / runs[y][i].rate)
+            .collect();
+        r.sort_by(f64::total_cmp);
+        println!(
+            "  {x}/{y} {:.2} ({:.2}-{:.2})",
+            r[r.len() / 2],
+            r[0],
+            r[r.len() - 1]
+        );
+    }
     let stats = ProcStats::read(portcullis.proc.pid());
     println!(
         "portcullis resident memory after the runs: {} (peak {})",
         mib(stats.rss_kib),
         mib(stats.peak_rss_kib)
     );
+}
+
+/// What the runs measure (`BENCH_MEASURE`): `time`, wrk's rate and latency; or `instructions`,
+/// Envoy's user-space instructions per request counted by callgrind, which are the same from run
+/// to run however busy the machine is. The socket reads and writes in the kernel are not in them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    Time,
+    Instructions,
+}
+
+impl Measure {
+    fn from_env() -> Self {
+        match std::env::var("BENCH_MEASURE").as_deref() {
+            Err(_) | Ok("time") => Self::Time,
+            Ok("instructions") => Self::Instructions,
+            Ok(other) => panic!("BENCH_MEASURE={other}: expected time or instructions"),
+        }
+    }
+}
+
+/// Envoy's instructions per request for each variant: `requests` requests one after another on
+/// one connection, between zeroing callgrind's counters and reading them. Printed with the
+/// ratios a saturated Envoy worker would show: x/y is y's instructions over x's.
+fn count_instructions(
+    rt: &tokio::runtime::Runtime,
+    variants: &[Variant],
+    as_sent: impl Fn(&Variant) -> Variant,
+    envoy_pid: u32,
+    rounds: usize,
+    requests: usize,
+) {
+    let mut counts: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 1..=rounds {
+        eprintln!("round {round} of {rounds}");
+        for v in variants {
+            let v = as_sent(v);
+            let (name, value) = v.header.split_once(": ").unwrap();
+            let url = format!("http://127.0.0.1:{}{}", v.port, v.path);
+            let http = support::http_client();
+            callgrind(envoy_pid, "--zero");
+            rt.block_on(async {
+                for _ in 0..requests {
+                    let r = http.get(&url).header(name, value).send().await.unwrap();
+                    assert_eq!(r.status(), 200, "({}) {}", v.key, v.label);
+                    r.bytes().await.unwrap();
+                }
+            });
+            let total = instructions_so_far(&callgrind(envoy_pid, "-e"));
+            counts
+                .entry(v.key)
+                .or_default()
+                .push(total as f64 / requests as f64);
+        }
+    }
+    println!(
+        "\nEnvoy's instructions per request (callgrind, user space), {requests} requests one after \
+         another, {rounds} rounds, median (lowest-highest):\n"
+    );
+    let mut median = BTreeMap::new();
+    for v in variants {
+        let mut c = counts[v.key].clone();
+        c.sort_by(f64::total_cmp);
+        median.insert(v.key, c[c.len() / 2]);
+        println!(
+            "{:<36} {:>10.0} ({:.0}-{:.0})",
+            format!("({}) {}", v.key, v.label),
+            c[c.len() / 2],
+            c[0],
+            c[c.len() - 1]
+        );
+    }
+    let ratio = |x: &str, y: &str| median[y] / median[x];
+    println!(
+        "\nas rates of a saturated worker: c/b {:.2}  d/c {:.2}  e/c {:.2}  e/ce {:.2}  c'/c {:.2}  d/c' {:.2}",
+        ratio("c", "b"),
+        ratio("d", "c"),
+        ratio("e", "c"),
+        ratio("e", "ce"),
+        ratio("c'", "c"),
+        ratio("d", "c'")
+    );
+}
+
+/// Runs `callgrind_control <action> <pid>` and returns what it printed.
+fn callgrind(pid: u32, action: &str) -> String {
+    let out = Command::new("callgrind_control")
+        .args([action, &pid.to_string()])
+        .output()
+        .expect("running callgrind_control");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "callgrind_control {action}: {text}");
+    text
+}
+
+/// The sum over threads of `callgrind_control -e`'s counts ("   Th 1  272,279,813").
+fn instructions_so_far(status: &str) -> u64 {
+    let threads: Vec<u64> = status
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Th "))
+        .map(|l| {
+            let count = l
+                .split_whitespace()
+                .nth(1)
+                .expect("a count after the thread");
+            count.replace(',', "").parse().expect("a number")
+        })
+        .collect();
+    assert!(!threads.is_empty(), "no counts in:\n{status}");
+    threads.iter().sum()
 }
 
 /// Runs wrk on one listener and reads its rate and latency percentiles; panics unless every

@@ -336,9 +336,21 @@ impl Proc {
 
     /// Waits until `url` answers `status` (and its body contains `body`, when given).
     pub async fn wait_for_http(&mut self, url: &str, status: u16, body: Option<&str>) {
+        self.wait_for_http_within(url, status, body, START_TIMEOUT)
+            .await;
+    }
+
+    /// [`Self::wait_for_http`] for a process that takes longer to start (under valgrind, say).
+    pub async fn wait_for_http_within(
+        &mut self,
+        url: &str,
+        status: u16,
+        body: Option<&str>,
+        limit: Duration,
+    ) {
         let http = http_client();
         let what = format!("{} to answer {status} at {url}", self.name);
-        self.wait_until(&what, START_TIMEOUT, || {
+        self.wait_until(&what, limit, || {
             let request = http.get(url).send();
             async move {
                 match request.await {
@@ -667,6 +679,12 @@ impl Envoy {
     /// waits until admin `/ready` says LIVE. The admin and first listener addresses are read from
     /// the config.
     pub async fn start(config: &str) -> Self {
+        Self::start_under(config, &[], START_TIMEOUT).await
+    }
+
+    /// [`Self::start`] with Envoy's command line prefixed by `wrapper` (e.g. valgrind and its
+    /// options), ready within `limit`.
+    pub async fn start_under(config: &str, wrapper: &[&str], limit: Duration) -> Self {
         let yaml: Value = serde_yaml_ng::from_str(config).expect("Envoy config is YAML");
         let port = |v: &Value, what: &str| {
             v["socket_address"]["port_value"]
@@ -681,7 +699,14 @@ impl Envoy {
         let dir = tempdir("envoy");
         let path = dir.path().join("envoy.yaml");
         std::fs::write(&path, config).unwrap();
-        let mut cmd = Command::new(Venv::envoy());
+        let mut cmd = match wrapper {
+            [] => Command::new(Venv::envoy()),
+            [program, args @ ..] => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(Venv::envoy());
+                cmd
+            }
+        };
         cmd.arg("-c").arg(&path).args([
             "--disable-hot-restart",
             "--concurrency",
@@ -691,7 +716,7 @@ impl Envoy {
         ]);
         let mut proc = Proc::spawn("envoy", cmd, dir);
         let admin = format!("http://127.0.0.1:{admin}");
-        proc.wait_for_http(&format!("{admin}/ready"), 200, Some("LIVE"))
+        proc.wait_for_http_within(&format!("{admin}/ready"), 200, Some("LIVE"), limit)
             .await;
         Self {
             proc,
