@@ -16,7 +16,7 @@ use base64::Engine as _;
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::app::Core;
 use portcullis::authz::{AuthzRequest, Decision};
-use portcullis::config::Config;
+use portcullis::config::{Config, EnvoyMetadata};
 use portcullis::grpc::AuthorizationService;
 use portcullis::metrics::Metrics;
 use portcullis::oidc::IdpClient;
@@ -215,7 +215,11 @@ fn decision(c: &mut Criterion) {
     // One Check as the gRPC service sees it: the request decoded from its wire bytes, the
     // service's answer (decision, metrics, log, conversion) encoded back. Beside it the no-op
     // authorizer doing the same decode and encode around an answer it does not think about.
-    let service = AuthorizationService::new(core.authorizer.clone(), core.metrics.clone());
+    let service = AuthorizationService::new(
+        core.authorizer.clone(),
+        core.metrics.clone(),
+        EnvoyMetadata::Identity,
+    );
     let wire = |req: &AuthzRequest| {
         let headers: Vec<(&str, &str)> = req
             .headers

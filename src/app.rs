@@ -275,7 +275,12 @@ pub async fn run(
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
         .add_service(health_service)
         .add_service(
-            AuthorizationService::new(core.authorizer.clone(), metrics.clone()).into_server(),
+            AuthorizationService::new(
+                core.authorizer.clone(),
+                metrics.clone(),
+                config.log.envoy_metadata,
+            )
+            .into_server(),
         )
         .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone()));
     let admin = axum::serve(

@@ -296,6 +296,18 @@ pub enum UpstreamAuthorization {
     IdToken,
 }
 
+/// What an allow gives Envoy as dynamic metadata, for its access log and RBAC (a deny always
+/// gives its reason). Envoy spends about 13k instructions per request on the identity's three
+/// fields, 4 % of a bearer check through ext_authz; a log that reads the identity headers instead
+/// does not need them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvoyMetadata {
+    /// `sub`, `user` and `email`.
+    Identity,
+    None,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -309,6 +321,7 @@ pub enum LogFormat {
 struct LogFile {
     format: LogFormat,
     level: String,
+    envoy_metadata: EnvoyMetadata,
 }
 
 impl Default for LogFile {
@@ -316,6 +329,7 @@ impl Default for LogFile {
         Self {
             format: LogFormat::Plain,
             level: "info".into(),
+            envoy_metadata: EnvoyMetadata::Identity,
         }
     }
 }
@@ -393,6 +407,7 @@ pub struct Session {
 pub struct Log {
     pub format: LogFormat,
     pub level: String,
+    pub envoy_metadata: EnvoyMetadata,
 }
 
 /// Environment variables that are read as config. Passed in, so tests need not touch the process.
@@ -662,6 +677,7 @@ fn validate(file: FileConfig, base: Option<&Path>, problems: &mut Vec<String>) -
     let log = Log {
         format: file.log.format,
         level: file.log.level,
+        envoy_metadata: file.log.envoy_metadata,
     };
     if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
         problems.push(format!("log.level: {:?} is not a valid filter", log.level));

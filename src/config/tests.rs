@@ -48,6 +48,20 @@ fn minimal_config_gets_safe_defaults() {
     assert_eq!(c.policy.routes().len(), 1);
     assert_eq!(c.policy.routes()[0].action, Action::Login);
     assert_eq!(&*c.identity_headers.email, "x-auth-request-email");
+    assert_eq!(c.log.envoy_metadata, EnvoyMetadata::Identity);
+}
+
+#[test]
+fn envoy_metadata_can_be_turned_off_and_nothing_else_is_taken() {
+    let c = load(&format!("{}log: {{envoy_metadata: none}}", minimal())).unwrap();
+    assert_eq!(c.log.envoy_metadata, EnvoyMetadata::None);
+    let c = load_env(&minimal(), &[("PORTCULLIS_LOG__ENVOY_METADATA", "none")]).unwrap();
+    assert_eq!(c.log.envoy_metadata, EnvoyMetadata::None);
+    let p = problems(&format!("{}log: {{envoy_metadata: off}}", minimal()));
+    assert!(
+        p[0].contains("envoy_metadata") && p[0].contains("identity"),
+        "{p:?}"
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use prost_types::{Struct, Value, value::Kind};
 
 use crate::authz::{AuthzRequest, Decision, DenyResponse, Principal};
+use crate::config::EnvoyMetadata;
 use crate::proto::{
     CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption, HttpStatus,
     OkHttpResponse, RpcStatus, check_response::HttpResponse,
@@ -52,7 +53,7 @@ pub fn authz_request(check: CheckRequest) -> Option<AuthzRequest> {
     })
 }
 
-pub fn check_response(decision: Decision) -> CheckResponse {
+pub fn check_response(decision: Decision, metadata: EnvoyMetadata) -> CheckResponse {
     match decision {
         Decision::Allow(allow) => CheckResponse {
             status: Some(RpcStatus {
@@ -72,7 +73,10 @@ pub fn check_response(decision: Decision) -> CheckResponse {
                     .map(|c| header("set-cookie".to_owned(), c))
                     .collect(),
             })),
-            dynamic_metadata: allow.identity.as_deref().map(identity_metadata),
+            dynamic_metadata: match metadata {
+                EnvoyMetadata::Identity => allow.identity.as_deref().map(identity_metadata),
+                EnvoyMetadata::None => None,
+            },
         },
         Decision::Deny(deny) => answered(deny.response(), deny.reason.as_str()),
         Decision::Redirect(redirect) => answered(redirect.response(), redirect.reason.as_str()),
@@ -147,5 +151,69 @@ fn fields(pairs: impl IntoIterator<Item = (&'static str, String)>) -> Struct {
                 )
             })
             .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{Map, json};
+
+    use super::*;
+    use crate::authz::{Allow, AllowReason, Deny, DenyReason, RouteName};
+
+    fn allow() -> Decision {
+        let claims: Map<String, serde_json::Value> =
+            serde_json::from_value(json!({"sub": "auth0|1", "email": "a@example.com"})).unwrap();
+        Decision::Allow(Allow {
+            route: RouteName::new("api"),
+            reason: AllowReason::Bearer,
+            set_headers: vec![(Arc::from("x-auth-request-user"), "auth0|1".to_owned())],
+            remove_headers: Vec::new(),
+            identity: Some(Arc::new(Principal::from_claims(
+                "auth0|1".to_owned(),
+                claims,
+                "sub",
+                "groups",
+            ))),
+            set_cookies: Vec::new(),
+        })
+    }
+
+    fn deny() -> Decision {
+        Decision::Deny(Deny {
+            route: RouteName::new("api"),
+            reason: DenyReason::MissingCredential,
+            login_url: None,
+            set_cookies: Vec::new(),
+        })
+    }
+
+    fn metadata_keys(answer: &CheckResponse) -> Vec<&str> {
+        answer
+            .dynamic_metadata
+            .iter()
+            .flat_map(|m| m.fields.keys().map(String::as_str))
+            .collect()
+    }
+
+    #[test]
+    fn an_allow_gives_envoy_the_identity_unless_told_not_to() {
+        let with = check_response(allow(), EnvoyMetadata::Identity);
+        assert_eq!(metadata_keys(&with), ["email", "sub", "user"]);
+        let without = check_response(allow(), EnvoyMetadata::None);
+        assert!(without.dynamic_metadata.is_none(), "{without:?}");
+        // Everything else in the answer is the same.
+        assert_eq!(with.http_response, without.http_response);
+        assert_eq!(with.status, without.status);
+    }
+
+    #[test]
+    fn a_deny_gives_its_reason_either_way() {
+        for metadata in [EnvoyMetadata::Identity, EnvoyMetadata::None] {
+            let answer = check_response(deny(), metadata);
+            assert_eq!(metadata_keys(&answer), ["reason"], "{metadata:?}");
+        }
     }
 }

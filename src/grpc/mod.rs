@@ -9,19 +9,26 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::authz::{Authorizer, Decision, DenyReason};
+use crate::config::EnvoyMetadata;
 use crate::metrics::Metrics;
 use crate::proto::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
 
 pub struct AuthorizationService {
     authorizer: Arc<Authorizer>,
     metrics: Arc<Metrics>,
+    metadata: EnvoyMetadata,
 }
 
 impl AuthorizationService {
-    pub fn new(authorizer: Arc<Authorizer>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        authorizer: Arc<Authorizer>,
+        metrics: Arc<Metrics>,
+        metadata: EnvoyMetadata,
+    ) -> Self {
         Self {
             authorizer,
             metrics,
+            metadata,
         }
     }
 
@@ -44,7 +51,10 @@ impl Authorization for AuthorizationService {
         let elapsed = started.elapsed();
         self.metrics.record_check(&decision, elapsed);
         log(&decision, elapsed);
-        Ok(Response::new(convert::check_response(decision)))
+        Ok(Response::new(convert::check_response(
+            decision,
+            self.metadata,
+        )))
     }
 }
 
