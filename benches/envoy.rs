@@ -8,7 +8,7 @@
 //!   c' the same no-op answering what portcullis answers for the token of d (identity headers,
 //!      client copies removed, dynamic metadata): what that answer costs Envoy
 //!   d  ext_authz to portcullis, bearer token
-//!   ce ext_authz to the no-op with e's request (its 3.5 KB session cookie): what that request
+//!   ce ext_authz to the no-op with e's request (its 3.9 KB session cookie): what that request
 //!      costs Envoy whoever answers it
 //!   e  ext_authz to portcullis, cookie session
 //! wrk (Debian's, `scripts/setup` installs it) drives each in turn, -t1 -c32, BENCH_SECONDS (5)
@@ -84,7 +84,7 @@ fn main() {
     let fresh_cookie = || {
         format!(
             "cookie: {}",
-            rt.block_on(common::fresh_session_cookie(&secret, &token))
+            rt.block_on(common::fresh_session_cookie(&op.issuer, &secret, &token))
         )
     };
     let bearer = format!("authorization: Bearer {token}");

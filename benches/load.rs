@@ -280,7 +280,9 @@ async fn run() {
         let unique = &unique[round * share..(round + 1) * share];
         for &kind in kinds {
             let cookie = match kind {
-                Kind::CookieSession => common::fresh_session_cookie(&secret, &token).await,
+                Kind::CookieSession => {
+                    common::fresh_session_cookie(&op.issuer, &secret, &token).await
+                }
                 _ => String::new(),
             };
             let reqs = Arc::new(requests(kind, &token, unique, &cookie));

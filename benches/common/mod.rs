@@ -40,12 +40,41 @@ pub fn access_token(op: &Op, jti: u64) -> String {
     )
 }
 
-/// alice's session cookie (the cookie store, about 3.5 KB) carrying `token`, sealed now, as a
-/// browser holds one: portcullis reissues a cookie whose last activity is over a minute old and a
-/// browser keeps the new one. wrk and the load generator cannot, so each run takes a fresh one;
-/// an old one would be reissued on every request (a 3.5 KB Set-Cookie).
-pub async fn fresh_session_cookie(secret: &str, token: &str) -> String {
-    support::session_cookie(secret, true, "alice@example.com", token).await
+/// alice's session cookie in the cookie store, as a login at `issuer` (Auth0) leaves it: an Auth0-shaped
+/// ID token (whose claims also make the principal), `token` as the access token, a refresh token.
+/// About 3.9 KB, so two cookies (chunks of 3800 bytes). Sealed now, as a browser holds one:
+/// portcullis reissues a cookie whose last activity is over a minute old and a browser keeps the
+/// new one. wrk and the load generator cannot, so each run takes a fresh one; an old one would be
+/// reissued on every request (a Set-Cookie as big as the cookie).
+pub async fn fresh_session_cookie(issuer: &str, secret: &str, token: &str) -> String {
+    let now = support::now();
+    let sub = "auth0|5f7c8ec7c33c6c004bbafe82";
+    let id_claims = serde_json::json!({
+        "nickname": "alice", "name": "alice@example.com",
+        "picture": "https://s.gravatar.com/avatar/2bd5a4b1d1b3e7c1a0b7c8f9e6d5c4b3?s=480&r=pg&d=https%3A%2F%2Fcdn.auth0.com%2Favatars%2Fal.png",
+        "updated_at": "2026-11-28T09:12:44.123Z", "email": "alice@example.com",
+        "email_verified": true, "groups": ["ops"], "iss": issuer, "aud": CLIENT_ID,
+        "iat": now, "exp": now + 36000, "sub": sub, "sid": "mXl3qTq9aVd0Nf2Kc8RrT1yW5uB7eH4j",
+        "nonce": "Vw3n0C6yQk2hJ8sT1pXr5aLd9fGm4bZe",
+    });
+    let session = portcullis::session::Session {
+        sid: format!("bench-{}", rand::random::<u64>()),
+        principal: portcullis::authz::Principal::from_claims(
+            sub.to_owned(),
+            id_claims.as_object().unwrap().clone(),
+            "email",
+            "groups",
+        ),
+        id_token: support::mint_token("rs256-a", id_claims),
+        access_token: Some(token.to_owned()),
+        access_expires_at: now + 3600,
+        access_issued_at: now,
+        // Auth0's are opaque, about this long.
+        refresh_token: Some("v1.M".to_owned() + &"rT0kEn-x".repeat(16)),
+        created_at: now,
+        seen_at: now,
+    };
+    support::seal_session(secret, true, &session).await
 }
 
 /// `n` unique access tokens, signed on every core (RSA signing is the slow part of setting up).

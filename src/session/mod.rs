@@ -62,7 +62,7 @@ pub struct SessionStore {
     idle: Duration,
     backend: Backend,
     /// Cookie store only: sessions already opened, by a keyed hash of the sealed cookie. A browser
-    /// sends the same cookie with every request, and opening it (AES-GCM over about 3.5 KB, then
+    /// sends the same cookie with every request, and opening it (AES-GCM over about 3-4 KB, then
     /// JSON) was most of a session check. What a cookie opens to never changes, so a cached entry
     /// is exactly what opening would give; the timeouts are still checked on every request.
     opened: moka::sync::Cache<[u8; 32], Arc<Session>>,

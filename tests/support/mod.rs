@@ -145,7 +145,7 @@ pub fn mint_token(key: &str, claims: serde_json::Value) -> String {
 /// as a login through the provider would leave it, for `email` with `access_token` forwarded
 /// upstream. Its access token never needs a refresh (no refresh token, expiry an hour away).
 pub async fn session_cookie(secret: &str, secure: bool, email: &str, access_token: &str) -> String {
-    use portcullis::session::{Backend, Codec, Cookies, Session, SessionStore};
+    use portcullis::session::Session;
     let now = now();
     let claims = serde_json::json!({"email": email, "email_verified": true, "groups": ["ops"]});
     let session = Session {
@@ -164,6 +164,16 @@ pub async fn session_cookie(secret: &str, secure: bool, email: &str, access_toke
         created_at: now,
         seen_at: now,
     };
+    seal_session(secret, secure, &session).await
+}
+
+/// The `Cookie` header value a browser would send for `session` in the cookie store.
+pub async fn seal_session(
+    secret: &str,
+    secure: bool,
+    session: &portcullis::session::Session,
+) -> String {
+    use portcullis::session::{Backend, Codec, Cookies, SessionStore};
     let store = SessionStore::new(
         Codec::new(&[portcullis::secret::Secret::new(secret.to_owned())]),
         Cookies::new("portcullis", secure),
@@ -171,7 +181,7 @@ pub async fn session_cookie(secret: &str, secure: bool, email: &str, access_toke
         Duration::from_secs(3600),
         Backend::Cookie,
     );
-    let set_cookies = store.save(&session, &[]).await.expect("cookie store");
+    let set_cookies = store.save(session, &[]).await.expect("cookie store");
     set_cookies
         .iter()
         .filter_map(|c| c.split(';').next())
