@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 pub use codec::{Codec, Purpose};
 pub use cookie::{Cookies, Jar};
@@ -16,6 +17,7 @@ pub use store::{Backend, StoreError};
 
 use crate::authz::Principal;
 use crate::secret::KeyedHash;
+use crate::token::validate::{self, SEPARATE_CLAIMS};
 
 /// One logged-in browser.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +47,42 @@ pub enum SessionMiss {
     Revoked,
     /// The server-side store did not answer: fail closed.
     Unavailable,
+}
+
+/// The cookie store's plaintext: the session as JSON, less the principal's claims when they are
+/// the ID token's own (as a login leaves them), which would put them in the cookie twice: about
+/// 640 of a 3.9 KB Auth0 session, and Envoy pays for every byte of a cookie on every request.
+/// A refresh may bring a new ID token, kept for the logout hint only; who the user is stays what
+/// the login settled, so the claims then differ from the token's and are written out.
+fn cookie_plaintext(s: &Session) -> serde_json::Result<Vec<u8>> {
+    let mut json = serde_json::to_value(s)?;
+    if id_token_claims(&s.id_token).as_ref() == Some(&s.principal.claims)
+        && let Some(principal) = json.get_mut("principal").and_then(Value::as_object_mut)
+    {
+        principal.remove("claims");
+    }
+    serde_json::to_vec(&json)
+}
+
+/// [`cookie_plaintext`] read back; `None` is an invalid session. Cookies sealed with the claims
+/// written out (all of them before this, and those after a refresh) open as they are.
+fn session_from_cookie(plain: &[u8]) -> Option<Session> {
+    let mut json: Value = serde_json::from_slice(plain).ok()?;
+    if !json.get("principal")?.as_object()?.contains_key("claims") {
+        let claims = id_token_claims(json.get("id_token")?.as_str()?)?;
+        json["principal"]["claims"] = Value::Object(claims);
+    }
+    serde_json::from_value(json).ok()
+}
+
+/// The claims a principal takes from an ID token at login (the payload less the claims held
+/// apart), read without verifying: the token was verified at login and the cookie is sealed.
+fn id_token_claims(id_token: &str) -> Option<Map<String, Value>> {
+    let mut claims = validate::decode(id_token).ok()?.into_claims();
+    for name in SEPARATE_CLAIMS {
+        claims.remove(name);
+    }
+    Some(claims)
 }
 
 /// What the cookie holds when the session itself lives server-side.
@@ -154,7 +192,7 @@ impl SessionStore {
             .codec
             .open(Purpose::Session, sealed)
             .map_err(|_| SessionMiss::Invalid)?;
-        let session: Session = serde_json::from_slice(&plain).map_err(|_| SessionMiss::Invalid)?;
+        let session = session_from_cookie(&plain).ok_or(SessionMiss::Invalid)?;
         self.opened.insert(digest, Arc::new(session.clone()));
         Ok(session)
     }
@@ -176,7 +214,7 @@ impl SessionStore {
             self.backend.put(s, ttl).await?;
             serde_json::to_vec(&Handle { sid: s.sid.clone() })
         } else {
-            serde_json::to_vec(s)
+            cookie_plaintext(s)
         }
         .expect("a session always serializes");
         let sealed = self.codec.seal(Purpose::Session, &plain);
@@ -345,6 +383,102 @@ mod tests {
             st.load(&Jar::parse(&cookie), now).await.unwrap_err(),
             SessionMiss::Revoked,
             "replayed after logout"
+        );
+    }
+
+    /// An unsigned JWT with `claims` (opening reads it, nothing verifies it).
+    fn id_token(claims: &Value) -> String {
+        use base64::Engine as _;
+        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!(
+            "{}.{}.{}",
+            b64(br#"{"alg":"RS256","kid":"k"}"#),
+            b64(claims.to_string().as_bytes()),
+            b64(&[7; 256])
+        )
+    }
+
+    /// A session as a login leaves it: the principal made from its ID token's claims.
+    fn logged_in(now: u64) -> Session {
+        let claims = serde_json::json!({"iss": "https://op/", "aud": "amundsen", "sub": "auth0|1",
+            "exp": now + 600, "iat": now, "email": "a@example.com", "email_verified": true,
+            "groups": ["ops"], "picture": "https://example.com/a.png", "nonce": "n"});
+        let mut rest = claims.as_object().unwrap().clone();
+        for name in SEPARATE_CLAIMS {
+            rest.remove(name);
+        }
+        Session {
+            principal: Principal::from_claims("auth0|1".into(), rest, "email", "groups"),
+            id_token: id_token(&claims),
+            ..session(now)
+        }
+    }
+
+    fn plaintext(st: &SessionStore, cookie: &str) -> Value {
+        let sealed = st
+            .cookies
+            .read(&Jar::parse(cookie), st.cookies.session_name())
+            .unwrap();
+        serde_json::from_slice(&st.codec.open(Purpose::Session, &sealed).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn claims_the_id_token_holds_are_not_sealed_twice_and_open_the_same() {
+        let st = store();
+        let s = logged_in(1000);
+        let cookie = save(&st, &s).await;
+        assert!(
+            plaintext(&st, &cookie)["principal"].get("claims").is_none(),
+            "the claims are read back from the ID token"
+        );
+        let opened = st.load(&Jar::parse(&cookie), 1001).await.unwrap();
+        assert_eq!(opened.principal.claims, s.principal.claims);
+        assert_eq!(opened.principal.email.as_deref(), Some("a@example.com"));
+        assert_eq!(opened.id_token, s.id_token);
+    }
+
+    #[tokio::test]
+    async fn after_a_new_id_token_the_login_claims_are_kept() {
+        let st = store();
+        let mut s = logged_in(1000);
+        // A refresh brought an ID token saying something else: it is the logout hint only.
+        s.id_token = id_token(&serde_json::json!({"iss": "https://op/", "sub": "auth0|1",
+            "exp": 2000, "groups": ["admin"]}));
+        let cookie = save(&st, &s).await;
+        assert!(plaintext(&st, &cookie)["principal"].get("claims").is_some());
+        let opened = st.load(&Jar::parse(&cookie), 1001).await.unwrap();
+        assert_eq!(opened.principal.claims, s.principal.claims);
+        assert_eq!(
+            opened.principal.claims["groups"],
+            serde_json::json!(["ops"])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cookie_sealed_with_its_claims_written_out_still_opens() {
+        let st = store();
+        let s = logged_in(1000);
+        let sealed = st
+            .codec
+            .seal(Purpose::Session, &serde_json::to_vec(&s).unwrap());
+        let cookie = format!("{}={sealed}", st.cookies.session_name());
+        let opened = st.load(&Jar::parse(&cookie), 1001).await.unwrap();
+        assert_eq!(opened.principal.claims, s.principal.claims);
+    }
+
+    #[tokio::test]
+    async fn claims_left_out_with_an_unreadable_id_token_are_an_invalid_session() {
+        let st = store();
+        let mut json = serde_json::to_value(logged_in(1000)).unwrap();
+        json["principal"].as_object_mut().unwrap().remove("claims");
+        json["id_token"] = "not.a.jwt".into();
+        let sealed = st
+            .codec
+            .seal(Purpose::Session, &serde_json::to_vec(&json).unwrap());
+        let cookie = format!("{}={sealed}", st.cookies.session_name());
+        assert_eq!(
+            st.load(&Jar::parse(&cookie), 1001).await.unwrap_err(),
+            SessionMiss::Invalid
         );
     }
 }

@@ -151,6 +151,11 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, TokenRejection> {
 }
 
 impl Decoded<'_> {
+    /// The payload's claims, for a token checked before (nothing here verifies it).
+    pub fn into_claims(self) -> Map<String, Value> {
+        self.claims
+    }
+
     pub fn iss(&self) -> &str {
         self.claims.get("iss").and_then(Value::as_str).unwrap_or("")
     }
@@ -215,6 +220,9 @@ pub struct Claims {
     pub rest: Map<String, Value>,
 }
 
+/// The claims [`Claims`] holds in fields of their own, not in `rest`.
+pub const SEPARATE_CLAIMS: [&str; 3] = ["sub", "exp", "iat"];
+
 /// What a token must say of itself to be accepted, beyond `iss` and `exp`, which the caller checks
 /// before looking up a key.
 pub struct Expected<'a> {
@@ -273,8 +281,9 @@ pub fn verify(
         Some(Value::String(s)) if !s.is_empty() => s,
         _ => return Err(TokenRejection::InvalidClaims),
     };
-    rest.remove("exp");
-    rest.remove("iat");
+    for name in SEPARATE_CLAIMS {
+        rest.remove(name);
+    }
     Ok(Claims {
         sub,
         exp: token.exp,
