@@ -29,13 +29,28 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A loopback port that was free a moment ago (the OS hands out ports round-robin, so a port just
-/// released is not soon given to someone else).
+/// A loopback port that is free now, for a process started later to listen on. Taken from below
+/// the range the kernel hands out for port 0 and for outgoing connections (32768 and up): a port
+/// from that range, released, was once given to a connection before Envoy could bind it. Ports
+/// are picked in turn from a random start, so two picks in one process never collide.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const LOW: u16 = 10_000;
+    const SPAN: u16 = 22_768; // up to 32767
+    static NEXT: AtomicU16 = AtomicU16::new(u16::MAX);
+    let _ = NEXT.compare_exchange(
+        u16::MAX,
+        rand::random::<u16>() % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port from {LOW} to {}", LOW + SPAN - 1);
 }
 
 /// `path` under the repository root, which `scripts/setup` installs.
