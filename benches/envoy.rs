@@ -11,6 +11,7 @@
 //!   ce ext_authz to the no-op with e's request (its 3.9 KB session cookie): what that request
 //!      costs Envoy whoever answers it
 //!   e  ext_authz to portcullis, cookie session
+//!   er ext_authz to a second portcullis whose sessions are in Redis (the cookie holds their id)
 //! wrk (Debian's, `scripts/setup` installs it) drives each in turn, -t1 -c32, BENCH_SECONDS (5)
 //! per run, BENCH_ROUNDS (3) rounds interleaved so that drift on a shared machine hits all alike.
 //! The median round per listener is reported with Envoy's and the authorizer's CPU time per
@@ -74,6 +75,12 @@ fn main() {
     let op = rt.block_on(Op::start(OpOptions::auth0()));
     let secret = support::session_secret();
     let portcullis = rt.block_on(common::start_portcullis(&op, &secret));
+    let redis = rt.block_on(support::Redis::start());
+    let portcullis_redis = rt.block_on(common::start_portcullis_with(
+        &op,
+        &secret,
+        &format!(", store: redis, redis: {{url: '{}'}}", redis.url),
+    ));
     let noop_listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -85,6 +92,14 @@ fn main() {
         format!(
             "cookie: {}",
             rt.block_on(common::fresh_session_cookie(&op.issuer, &secret, &token))
+        )
+    };
+    let fresh_redis_cookie = || {
+        format!(
+            "cookie: {}",
+            rt.block_on(common::fresh_redis_session_cookie(
+                &redis.url, &op.issuer, &secret, &token
+            ))
         )
     };
     let bearer = format!("authorization: Bearer {token}");
@@ -112,6 +127,12 @@ fn main() {
             page,
         ),
         ("e", "ext_authz to portcullis, cookie", session, page),
+        (
+            "er",
+            "ext_authz to portcullis, Redis session",
+            fresh_redis_cookie(),
+            page,
+        ),
     ]
     .into_iter()
     .map(|(key, label, header, path)| Variant {
@@ -126,7 +147,11 @@ fn main() {
     let config = envoy_config(
         &op,
         portcullis.grpc_port,
-        [("noop", noop_port), ("noop-like", like_port)],
+        [
+            ("noop", noop_port),
+            ("noop-like", like_port),
+            ("portcullis-redis", portcullis_redis.grpc_port),
+        ],
         &variants,
     );
     let measure = Measure::from_env();
@@ -161,10 +186,10 @@ fn main() {
     }
     // wrk cannot take up a reissued cookie: every run gets one sealed just before it.
     let as_sent = |v: &Variant| Variant {
-        header: if v.header.starts_with("cookie: ") {
-            fresh_cookie()
-        } else {
-            v.header.clone()
+        header: match v.key {
+            "ce" | "e" => fresh_cookie(),
+            "er" => fresh_redis_cookie(),
+            _ => v.header.clone(),
         },
         ..v.clone()
     };
@@ -180,6 +205,7 @@ fn main() {
             let authorizer = match v.key {
                 "c" | "c'" | "ce" => Some(std::process::id()),
                 "d" | "e" => Some(portcullis.proc.pid()),
+                "er" => Some(portcullis_redis.proc.pid()),
                 _ => None,
             };
             runs.entry(v.key)
@@ -214,7 +240,7 @@ fn main() {
     }
     let ratio = |x: &str, y: &str| median[x].rate / median[y].rate;
     println!(
-        "\nratios: c/b {:.2}  d/b {:.2}  e/b {:.2}  d/c {:.2}  e/c {:.2}  c'/c {:.2}  d/c' {:.2}  e/ce {:.2}",
+        "\nratios: c/b {:.2}  d/b {:.2}  e/b {:.2}  d/c {:.2}  e/c {:.2}  c'/c {:.2}  d/c' {:.2}  e/ce {:.2}  er/c {:.2}",
         ratio("c", "b"),
         ratio("d", "b"),
         ratio("e", "b"),
@@ -222,7 +248,8 @@ fn main() {
         ratio("e", "c"),
         ratio("c'", "c"),
         ratio("d", "c'"),
-        ratio("e", "ce")
+        ratio("e", "ce"),
+        ratio("er", "c")
     );
     // Runs of one round are minutes apart at most, so a ratio within a round is less exposed to
     // the machine's drift than a ratio of medians taken from different rounds.
@@ -233,6 +260,7 @@ fn main() {
         ("e", "ce"),
         ("c'", "c"),
         ("d", "c'"),
+        ("er", "c"),
     ] {
         let mut r: Vec<f64> = (0..rounds)
             .map(|i| runs[x][i].rate / runs[y][i].rate)
@@ -325,13 +353,14 @@ fn count_instructions(
     }
     let ratio = |x: &str, y: &str| median[y] / median[x];
     println!(
-        "\nas rates of a saturated worker: c/b {:.2}  d/c {:.2}  e/c {:.2}  e/ce {:.2}  c'/c {:.2}  d/c' {:.2}",
+        "\nas rates of a saturated worker: c/b {:.2}  d/c {:.2}  e/c {:.2}  e/ce {:.2}  c'/c {:.2}  d/c' {:.2}  er/c {:.2}",
         ratio("c", "b"),
         ratio("d", "c"),
         ratio("e", "c"),
         ratio("e", "ce"),
         ratio("c'", "c"),
-        ratio("d", "c'")
+        ratio("d", "c'"),
+        ratio("er", "c")
     );
 }
 
@@ -429,7 +458,12 @@ fn latency(text: &str, percentile: &str) -> f64 {
 
 /// The shipped envoy.yaml, its listener copied once per variant with that variant's filter and a
 /// direct 200 instead of the upstream, plus a cluster for the no-op authorizer.
-fn envoy_config(op: &Op, portcullis: u16, noops: [(&str, u16); 2], variants: &[Variant]) -> String {
+fn envoy_config(
+    op: &Op,
+    portcullis: u16,
+    others: [(&str, u16); 3],
+    variants: &[Variant],
+) -> String {
     let ports = EnvoyPorts::free(portcullis, support::free_port());
     let mut config: Value =
         serde_yaml_ng::from_str(&support::shipped_config("envoy/envoy.yaml", ports)).unwrap();
@@ -495,6 +529,7 @@ typed_config:
                 "b" => vec![jwt_authn.clone(), router.clone()],
                 "c" | "ce" => vec![to("noop"), router.clone()],
                 "c'" => vec![to("noop-like"), router.clone()],
+                "er" => vec![to("portcullis-redis"), router.clone()],
                 _ => vec![ext_authz.clone(), router.clone()],
             };
             hcm["http_filters"] = Value::Sequence(chain);
@@ -511,12 +546,14 @@ typed_config:
         .find(|c| c["name"] == "portcullis")
         .expect("portcullis cluster")
         .clone();
-    for (name, port) in noops {
+    for (name, port) in others {
         let mut cluster = template.clone();
         cluster["name"] = name.into();
         cluster["load_assignment"]["cluster_name"] = name.into();
         // The no-op server has no health service; the portcullis cluster's checks run every 5 s.
-        if let Value::Mapping(m) = &mut cluster {
+        if let Value::Mapping(m) = &mut cluster
+            && name.starts_with("noop")
+        {
             m.remove("health_checks");
         }
         cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]

@@ -14,10 +14,15 @@ use crate::support::{self, AUDIENCE, CLIENT_ID, CLIENT_SECRET, Op, Portcullis};
 
 /// The policy the benchmarks exercise: bearer tokens on /api/, browser sessions elsewhere.
 pub async fn start_portcullis(op: &Op, secret: &str) -> Portcullis {
+    start_portcullis_with(op, secret, "").await
+}
+
+/// [`start_portcullis`] with more `session` keys (`store: redis, redis: {...}`, say).
+pub async fn start_portcullis_with(op: &Op, secret: &str, session: &str) -> Portcullis {
     let config = format!(
         "provider:\n  issuer: '{}'\n  client_id: {CLIENT_ID}\n  client_secret: {CLIENT_SECRET}\n\
          \x20 audience: '{AUDIENCE}'\n\
-         session: {{secret: '{secret}'}}\n\
+         session: {{secret: '{secret}'{session}}}\n\
          routes:\n\
          - {{name: api, path_prefix: /api/, action: api}}\n\
          - {{name: app, path_prefix: /, action: login}}\n",
@@ -47,6 +52,26 @@ pub fn access_token(op: &Op, jti: u64) -> String {
 /// wrk and the load generator cannot, so each run takes a fresh one; an old one would be reissued
 /// on every request (a Set-Cookie as big as the cookie).
 pub async fn fresh_session_cookie(issuer: &str, secret: &str, token: &str) -> String {
+    support::seal_session(secret, true, &login_session(issuer, token)).await
+}
+
+/// The same session stored in Redis at `url`, as the `redis` store keeps it: the cookie holds
+/// only its sealed id.
+pub async fn fresh_redis_session_cookie(
+    url: &str,
+    issuer: &str,
+    secret: &str,
+    token: &str,
+) -> String {
+    let redis = portcullis::session::store::RedisStore::connect(url, Duration::from_secs(1))
+        .await
+        .expect("connecting to Redis");
+    let backend = portcullis::session::Backend::Redis(redis);
+    support::store_session(secret, true, &login_session(issuer, token), backend).await
+}
+
+/// alice's session as a login at `issuer` (Auth0) leaves it, with `token` as the access token.
+fn login_session(issuer: &str, token: &str) -> portcullis::session::Session {
     let now = support::now();
     let sub = "auth0|5f7c8ec7c33c6c004bbafe82";
     let id_claims = serde_json::json!({
@@ -62,7 +87,7 @@ pub async fn fresh_session_cookie(issuer: &str, secret: &str, token: &str) -> St
     for name in portcullis::token::validate::SEPARATE_CLAIMS {
         claims.remove(name);
     }
-    let session = portcullis::session::Session {
+    portcullis::session::Session {
         sid: format!("bench-{}", rand::random::<u64>()),
         principal: portcullis::authz::Principal::from_claims(
             sub.to_owned(),
@@ -78,8 +103,7 @@ pub async fn fresh_session_cookie(issuer: &str, secret: &str, token: &str) -> St
         refresh_token: Some("v1.M".to_owned() + &"rT0kEn-x".repeat(16)),
         created_at: now,
         seen_at: now,
-    };
-    support::seal_session(secret, true, &session).await
+    }
 }
 
 /// `n` unique access tokens, signed on every core (RSA signing is the slow part of setting up).

@@ -188,13 +188,30 @@ pub async fn seal_session(
     secure: bool,
     session: &portcullis::session::Session,
 ) -> String {
-    use portcullis::session::{Backend, Codec, Cookies, SessionStore};
+    store_session(
+        secret,
+        secure,
+        session,
+        portcullis::session::Backend::Cookie,
+    )
+    .await
+}
+
+/// The `Cookie` header value a browser would send for `session`, stored in `backend` (a
+/// server-side store keeps the session and the cookie only its sealed id).
+pub async fn store_session(
+    secret: &str,
+    secure: bool,
+    session: &portcullis::session::Session,
+    backend: portcullis::session::Backend,
+) -> String {
+    use portcullis::session::{Codec, Cookies, SessionStore};
     let store = SessionStore::new(
         Codec::new(&[portcullis::secret::Secret::new(secret.to_owned())]),
         Cookies::new("portcullis", secure),
         Duration::from_secs(8 * 3600),
         Duration::from_secs(3600),
-        Backend::Cookie,
+        backend,
     );
     let set_cookies = store.save(session, &[]).await.expect("cookie store");
     set_cookies
