@@ -238,40 +238,15 @@ fn main() {
                 .map_or(String::new(), |c| format!("{c:.1}"))
         );
     }
-    let ratio = |x: &str, y: &str| median[x].rate / median[y].rate;
-    println!(
-        "\nratios: c/b {:.2}  d/b {:.2}  e/b {:.2}  d/c {:.2}  e/c {:.2}  c'/c {:.2}  d/c' {:.2}  e/ce {:.2}  er/c {:.2}",
-        ratio("c", "b"),
-        ratio("d", "b"),
-        ratio("e", "b"),
-        ratio("d", "c"),
-        ratio("e", "c"),
-        ratio("c'", "c"),
-        ratio("d", "c'"),
-        ratio("e", "ce"),
-        ratio("er", "c")
-    );
+    print_ratios("ratios of the median rounds", |x, y| {
+        median[x].rate / median[y].rate
+    });
     // Runs of one round are minutes apart at most, so a ratio within a round is less exposed to
     // the machine's drift than a ratio of medians taken from different rounds.
     println!("ratios within each round (median, lowest-highest):");
-    for (x, y) in [
-        ("d", "c"),
-        ("e", "c"),
-        ("e", "ce"),
-        ("c'", "c"),
-        ("d", "c'"),
-        ("er", "c"),
-    ] {
-        let mut r: Vec<f64> = (0..rounds)
-            .map(|i| runs[x][i].rate / runs[y][i].rate)
-            .collect();
-        r.sort_by(f64::total_cmp);
-        println!(
-            "  {x}/{y} {:.2} ({:.2}-{:.2})",
-            r[r.len() / 2],
-            r[0],
-            r[r.len() - 1]
-        );
+    for (x, y) in RATIOS {
+        let (mid, low, high) = spread((0..rounds).map(|i| runs[x][i].rate / runs[y][i].rate));
+        println!("  {x}/{y} {mid:.2} ({low:.2}-{high:.2})");
     }
     let stats = ProcStats::read(portcullis.proc.pid());
     println!(
@@ -340,28 +315,45 @@ fn count_instructions(
     );
     let mut median = BTreeMap::new();
     for v in variants {
-        let mut c = counts[v.key].clone();
-        c.sort_by(f64::total_cmp);
-        median.insert(v.key, c[c.len() / 2]);
+        let (mid, low, high) = spread(counts[v.key].iter().copied());
+        median.insert(v.key, mid);
         println!(
-            "{:<36} {:>10.0} ({:.0}-{:.0})",
+            "{:<36} {:>10.0} ({low:.0}-{high:.0})",
             format!("({}) {}", v.key, v.label),
-            c[c.len() / 2],
-            c[0],
-            c[c.len() - 1]
+            mid
         );
     }
-    let ratio = |x: &str, y: &str| median[y] / median[x];
-    println!(
-        "\nas rates of a saturated worker: c/b {:.2}  d/c {:.2}  e/c {:.2}  e/ce {:.2}  c'/c {:.2}  d/c' {:.2}  er/c {:.2}",
-        ratio("c", "b"),
-        ratio("d", "c"),
-        ratio("e", "c"),
-        ratio("e", "ce"),
-        ratio("c'", "c"),
-        ratio("d", "c'"),
-        ratio("er", "c")
-    );
+    print_ratios("as rates of a saturated worker", |x, y| {
+        median[y] / median[x]
+    });
+}
+
+/// The ratios x/y printed, in both modes.
+const RATIOS: [(&str, &str); 9] = [
+    ("c", "b"),
+    ("d", "b"),
+    ("e", "b"),
+    ("d", "c"),
+    ("e", "c"),
+    ("e", "ce"),
+    ("er", "c"),
+    ("c'", "c"),
+    ("d", "c'"),
+];
+
+fn print_ratios(title: &str, ratio: impl Fn(&str, &str) -> f64) {
+    let all: Vec<String> = RATIOS
+        .iter()
+        .map(|&(x, y)| format!("{x}/{y} {:.2}", ratio(x, y)))
+        .collect();
+    println!("\n{title}: {}", all.join("  "));
+}
+
+/// Median, lowest and highest of some numbers.
+fn spread(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 /// Runs `callgrind_control <action> <pid>` and returns what it printed.

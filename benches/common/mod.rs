@@ -52,7 +52,8 @@ pub fn access_token(op: &Op, jti: u64) -> String {
 /// wrk and the load generator cannot, so each run takes a fresh one; an old one would be reissued
 /// on every request (a Set-Cookie as big as the cookie).
 pub async fn fresh_session_cookie(issuer: &str, secret: &str, token: &str) -> String {
-    support::seal_session(secret, true, &login_session(issuer, token)).await
+    let backend = portcullis::session::Backend::Cookie;
+    support::store_session(secret, true, &login_session(issuer, token), backend).await
 }
 
 /// The same session stored in Redis at `url`, as the `redis` store keeps it: the cookie holds
@@ -83,10 +84,7 @@ fn login_session(issuer: &str, token: &str) -> portcullis::session::Session {
         "nonce": "Vw3n0C6yQk2hJ8sT1pXr5aLd9fGm4bZe",
     });
     // The principal as the login makes it: the ID token's claims less those held apart.
-    let mut claims = id_claims.as_object().unwrap().clone();
-    for name in portcullis::token::validate::SEPARATE_CLAIMS {
-        claims.remove(name);
-    }
+    let claims = portcullis::token::validate::rest_of(id_claims.as_object().unwrap().clone());
     portcullis::session::Session {
         sid: format!("bench-{}", rand::random::<u64>()),
         principal: portcullis::authz::Principal::from_claims(

@@ -17,7 +17,7 @@ pub use store::{Backend, StoreError};
 
 use crate::authz::Principal;
 use crate::secret::KeyedHash;
-use crate::token::validate::{self, SEPARATE_CLAIMS};
+use crate::token::validate;
 
 /// One logged-in browser.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,11 +78,9 @@ fn session_from_cookie(plain: &[u8]) -> Option<Session> {
 /// The claims a principal takes from an ID token at login (the payload less the claims held
 /// apart), read without verifying: the token was verified at login and the cookie is sealed.
 fn id_token_claims(id_token: &str) -> Option<Map<String, Value>> {
-    let mut claims = validate::decode(id_token).ok()?.into_claims();
-    for name in SEPARATE_CLAIMS {
-        claims.remove(name);
-    }
-    Some(claims)
+    Some(validate::rest_of(
+        validate::decode(id_token).ok()?.into_claims(),
+    ))
 }
 
 /// What the cookie holds when the session itself lives server-side.
@@ -403,10 +401,7 @@ mod tests {
         let claims = serde_json::json!({"iss": "https://op/", "aud": "amundsen", "sub": "auth0|1",
             "exp": now + 600, "iat": now, "email": "a@example.com", "email_verified": true,
             "groups": ["ops"], "picture": "https://example.com/a.png", "nonce": "n"});
-        let mut rest = claims.as_object().unwrap().clone();
-        for name in SEPARATE_CLAIMS {
-            rest.remove(name);
-        }
+        let rest = validate::rest_of(claims.as_object().unwrap().clone());
         Session {
             principal: Principal::from_claims("auth0|1".into(), rest, "email", "groups"),
             id_token: id_token(&claims),

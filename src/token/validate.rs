@@ -220,8 +220,13 @@ pub struct Claims {
     pub rest: Map<String, Value>,
 }
 
-/// The claims [`Claims`] holds in fields of their own, not in `rest`.
-pub const SEPARATE_CLAIMS: [&str; 3] = ["sub", "exp", "iat"];
+/// A token's claims less those [`Claims`] holds in fields of their own: what `rest` is.
+pub fn rest_of(mut claims: Map<String, Value>) -> Map<String, Value> {
+    for name in ["sub", "exp", "iat"] {
+        claims.remove(name);
+    }
+    claims
+}
 
 /// What a token must say of itself to be accepted, beyond `iss` and `exp`, which the caller checks
 /// before looking up a key.
@@ -281,13 +286,10 @@ pub fn verify(
         Some(Value::String(s)) if !s.is_empty() => s,
         _ => return Err(TokenRejection::InvalidClaims),
     };
-    for name in SEPARATE_CLAIMS {
-        rest.remove(name);
-    }
     Ok(Claims {
         sub,
         exp: token.exp,
         iat,
-        rest,
+        rest: rest_of(rest),
     })
 }

@@ -160,7 +160,7 @@ pub fn mint_token(key: &str, claims: serde_json::Value) -> String {
 /// as a login through the provider would leave it, for `email` with `access_token` forwarded
 /// upstream. Its access token never needs a refresh (no refresh token, expiry an hour away).
 pub async fn session_cookie(secret: &str, secure: bool, email: &str, access_token: &str) -> String {
-    use portcullis::session::Session;
+    use portcullis::session::{Backend, Session};
     let now = now();
     let claims = serde_json::json!({"email": email, "email_verified": true, "groups": ["ops"]});
     let session = Session {
@@ -179,22 +179,7 @@ pub async fn session_cookie(secret: &str, secure: bool, email: &str, access_toke
         created_at: now,
         seen_at: now,
     };
-    seal_session(secret, secure, &session).await
-}
-
-/// The `Cookie` header value a browser would send for `session` in the cookie store.
-pub async fn seal_session(
-    secret: &str,
-    secure: bool,
-    session: &portcullis::session::Session,
-) -> String {
-    store_session(
-        secret,
-        secure,
-        session,
-        portcullis::session::Backend::Cookie,
-    )
-    .await
+    store_session(secret, secure, &session, Backend::Cookie).await
 }
 
 /// The `Cookie` header value a browser would send for `session`, stored in `backend` (a
