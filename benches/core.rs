@@ -19,57 +19,22 @@ use portcullis::authz::{AuthzRequest, Decision};
 use portcullis::config::{Config, EnvoyMetadata};
 use portcullis::grpc::AuthorizationService;
 use portcullis::metrics::Metrics;
-use portcullis::oidc::IdpClient;
 use portcullis::proto::{Authorization, CheckRequest, CheckResponse};
 use portcullis::secret::Secret;
 use portcullis::session::{Codec, Purpose};
-use portcullis::token::keys::KeySet;
-use portcullis::token::{IdentityClaims, Issuer, JwksCache, TokenCache, Verifier};
+use portcullis::testing::{AUD, ISS, fixture, key_set, mint, verifier};
+use portcullis::token::TokenCache;
 use prost::Message as _;
-
-const ISS: &str = "https://tenant.example.com/";
-const AUD: &str = "https://amundsen/api";
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(support::repo_root().join("tests/fixtures/keys").join(name)).unwrap()
-}
 
 /// An Auth0-shaped access token (about 900 bytes) signed with fixture key rs256-a.
 fn token(jti: usize) -> String {
     let now = support::now();
-    support::mint_token(
+    mint(
         "rs256-a",
-        serde_json::json!({"iss": ISS, "aud": [AUD, format!("{ISS}userinfo")], "sub": "auth0|123",
+        &serde_json::json!({"iss": ISS, "aud": [AUD, format!("{ISS}userinfo")], "sub": "auth0|123",
             "iat": now, "exp": now + 3600, "email": "alice@example.com", "email_verified": true,
             "groups": ["ops"], "scope": "openid profile email read:metadata", "azp": "amundsen",
             "jti": jti}),
-    )
-}
-
-fn fixture_keys() -> KeySet {
-    KeySet::from_json(format!(r#"{{"keys": [{}]}}"#, fixture("rs256-a.pub.jwk.json")).as_bytes())
-        .unwrap()
-}
-
-/// A verifier with the fixture key installed; `cache_entries` 0 means every check is cold.
-fn verifier(cache_entries: u64) -> Verifier {
-    let metrics = Arc::new(Metrics::new());
-    let keys = JwksCache::fixed(
-        "http://127.0.0.1:9/jwks".parse().unwrap(),
-        IdpClient::new(metrics.clone()),
-        metrics.clone(),
-        Duration::from_secs(3600),
-    );
-    keys.install(fixture_keys());
-    Verifier::new(
-        vec![Issuer::new(ISS, &[AUD.to_owned()], Arc::new(keys))],
-        IdentityClaims {
-            user_id_claim: "email".into(),
-            groups_claim: "groups".into(),
-        },
-        Duration::from_secs(30),
-        TokenCache::new(cache_entries, Duration::from_secs(300)),
-        metrics,
     )
 }
 
@@ -150,7 +115,7 @@ fn core(rt: &tokio::runtime::Runtime, secret: &str) -> Core {
     let core = rt
         .block_on(Core::build(&config, Arc::new(Metrics::new())))
         .unwrap();
-    core.caches[0].install(fixture_keys());
+    core.caches[0].install(key_set());
     core
 }
 

@@ -2,7 +2,6 @@
 //! and drains on SIGTERM (health turns NOT_SERVING, in-flight checks finish).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -11,15 +10,14 @@ use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
 use crate::authz::Authorizer;
+use crate::authz::login::{LoginFlow, LoginSettings};
 use crate::config::Config;
-use crate::config::StoreKind;
 use crate::grpc::AuthorizationService;
+use crate::idp::{IdpClient, TokenEndpoint, same_issuer};
 use crate::metrics::{FetchTrigger, Metrics};
-use crate::oidc::IdpClient;
-use crate::oidc::login::{LoginFlow, LoginSettings};
-use crate::oidc::provider::same_issuer;
+use crate::readiness::{Loaded, Readiness};
 use crate::session::store::{MemoryStore, RedisStore};
-use crate::session::{Backend, Codec, Cookies, SessionStore};
+use crate::session::{Backend, Codec, Cookies, SessionStore, StoreKind};
 use crate::token::{IdentityClaims, Issuer, JwksCache, TokenCache, Verifier};
 
 /// Validated tokens kept at most; ~1 KiB each with their claims.
@@ -37,19 +35,6 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Envoy cancels every check in flight for clients that went away or whose ext_authz timeout
 /// fired, and all of a worker's checks share one connection: closing it would fail them all.
 const MAX_PENDING_ACCEPT_RESETS: usize = 1024;
-
-/// Ready once every issuer's discovery and keys are loaded, and until shutdown starts.
-#[derive(Clone)]
-pub struct Readiness {
-    caches: Arc<Vec<Arc<JwksCache>>>,
-    draining: Arc<AtomicBool>,
-}
-
-impl Readiness {
-    pub fn is_ready(&self) -> bool {
-        !self.draining.load(Ordering::Acquire) && self.caches.iter().all(|c| c.is_loaded())
-    }
-}
 
 /// The core built from a config, before any port is bound.
 pub struct Core {
@@ -143,7 +128,6 @@ impl Core {
     }
 }
 
-/// Binds the configured ports and runs until SIGTERM or Ctrl-C.
 /// The configured session store; Redis is connected now so that a wrong URL fails at startup.
 async fn session_backend(config: &Config, metrics: &Metrics) -> anyhow::Result<Backend> {
     Ok(match config.session.store {
@@ -181,10 +165,14 @@ fn login_flow(
         config.session.idle_timeout,
         backend,
     );
+    let token_endpoint = TokenEndpoint::new(
+        client,
+        p.client_id.clone(),
+        p.client_secret.clone(),
+        p.token_endpoint_auth_method,
+    );
     LoginFlow::new(
         LoginSettings {
-            client_id: p.client_id.clone(),
-            client_secret: p.client_secret.clone(),
             scopes: p.scopes.clone(),
             audience: p.audience.clone(),
             extra_auth_params: p
@@ -201,15 +189,15 @@ fn login_flow(
             groups_claim: p.groups_claim.clone(),
             leeway: p.leeway.as_secs(),
             refresh_before: config.session.refresh_before,
-            token_endpoint_auth_method: p.token_endpoint_auth_method,
         },
         keys,
-        client,
+        token_endpoint,
         sessions,
         metrics,
     )
 }
 
+/// Binds the configured ports and runs until SIGTERM or Ctrl-C.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let grpc = TcpListener::bind(config.listen.grpc)
         .await
@@ -238,10 +226,12 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let readiness = Readiness {
-        caches: Arc::new(core.caches.clone()),
-        draining: Arc::new(AtomicBool::new(false)),
-    };
+    let readiness = Readiness::new(
+        core.caches
+            .iter()
+            .map(|c| c.clone() as Arc<dyn Loaded>)
+            .collect(),
+    );
     for cache in &core.caches {
         let cache = cache.clone();
         let stop = stop_rx.clone();
@@ -296,7 +286,7 @@ pub async fn run(
         drain_delay = ?config.listen.drain_delay,
         "shutting down: health NOT_SERVING, then finishing in-flight checks"
     );
-    readiness.draining.store(true, Ordering::Release);
+    readiness.start_draining();
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;

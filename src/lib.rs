@@ -1,14 +1,28 @@
 //! portcullis: an Envoy external-authorization service that puts OpenID Connect login and bearer
 //! JWT checks in front of Amundsen, or anything else Envoy or an Istio mesh routes to.
 //!
+//! The modules form layers. Each imports only from the layers below it, never in a loop
+//! (`scripts/layers` checks it in `scripts/lint`; the order is written down there once):
+//!
+//! ```text
+//! app                wiring: config -> core -> listeners; keys refreshed; drain on SIGTERM
+//! grpc  http         adapters: ext_authz gRPC (proto <-> core); the admin port
+//! config             the YAML schema, environment overlays, validation into the types below
+//! authz              the pure core: request -> Decision (policy, credentials, login flow)
+//! session            browser sessions: cookies, sealing, stores
+//! token              JWKS caches, bearer and ID token validation
+//! idp                the provider over HTTP: client, discovery, token endpoint
+//! identity metrics readiness secret telemetry proto     leaves: import nothing of the crate
+//! ```
+//!
 //! One check, top to bottom:
 //!
 //! ```text
 //! Envoy ext_authz --CheckRequest--> grpc/ (proto -> AuthzRequest)
-//!   -> authz::Authorizer::check       path cleaned; callback/logout answered by oidc::login;
+//!   -> authz::Authorizer::check       path cleaned; callback/logout answered by authz::login;
 //!                                     route picked; credential found
 //!        -> token::Verifier           bearer: JWKS (token::jwks), signature and claims, token cache
-//!        -> session::SessionStore     cookie: open, timeouts, refresh (oidc::login), store
+//!        -> session::SessionStore     cookie: open, timeouts; refresh by authz::login (idp::TokenEndpoint)
 //!   <- authz::Decision                Allow { headers, cookies } | Deny | Redirect | Page
 //! grpc/convert.rs: Decision -> CheckResponse (OkHttpResponse | DeniedHttpResponse)
 //! ```
@@ -16,7 +30,7 @@
 
 /// The running service: wiring, listeners, background tasks, shutdown.
 pub mod app;
-/// The pure authorization core: request, policy, credential, decision.
+/// The pure authorization core: request, policy, credential, login flow, decision.
 pub mod authz;
 /// The config file, its environment overlays and validation.
 pub mod config;
@@ -24,17 +38,24 @@ pub mod config;
 pub mod grpc;
 /// The admin HTTP port: `/metrics`, `/healthz`, `/readyz`.
 pub mod http;
+/// Who the caller is, once validated.
+pub mod identity;
+/// The OpenID provider over HTTP: client, discovery, token endpoint.
+pub mod idp;
 /// Prometheus metrics.
 pub mod metrics;
-/// Talking to the OpenID provider.
-pub mod oidc;
 /// Generated protobuf code, fenced in one module.
 pub mod proto;
+/// Whether the service is ready for traffic.
+pub mod readiness;
 /// Secrets that redact themselves.
 pub mod secret;
 /// Browser sessions: cookies, sealing, timeouts.
 pub mod session;
 /// Logging setup.
 pub mod telemetry;
-/// Bearer JWT validation and the key sets it needs.
+/// Fixtures for tests and benchmarks: the test keys, a verifier without an IdP, signed tokens.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+/// Bearer and ID token validation and the key sets it needs.
 pub mod token;

@@ -1,41 +1,27 @@
-//! Prometheus metrics, all prefixed `portcullis_`. Labels come from enums and route names only.
+//! Prometheus metrics, all prefixed `portcullis_`. Labels come from enums, static strings and
+//! route names only; this module imports nothing from the crate, so every layer may record here.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::authz::decision::{DecisionKind, RedirectReason};
-use crate::authz::{Decision, RouteName};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum DecisionLabel {
-    allow,
-    deny,
-    redirect,
-}
-
-impl EncodeLabelValue for RouteName {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.as_str(), encoder)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CheckLabels {
-    route: RouteName,
-    decision: DecisionLabel,
+    /// A route name from the config (or "none"): bounded by the config, never a raw path.
+    route: Arc<str>,
+    decision: &'static str,
     reason: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DurationLabels {
-    decision: DecisionLabel,
+    decision: &'static str,
 }
 
 /// Why keys were fetched.
@@ -240,41 +226,35 @@ impl Metrics {
             .inc();
     }
 
-    pub fn record_check(&self, decision: &Decision, elapsed: Duration) {
-        let (kind, reason) = decision.kind_and_reason();
-        let label = match kind {
-            DecisionKind::Allow => DecisionLabel::allow,
-            DecisionKind::Deny => DecisionLabel::deny,
-            DecisionKind::Redirect => DecisionLabel::redirect,
-        };
+    /// One authorization check: its route, decision (`allow`, `deny`, `redirect`) and bounded reason.
+    pub fn check(
+        &self,
+        route: Arc<str>,
+        decision: &'static str,
+        reason: &'static str,
+        elapsed: Duration,
+    ) {
         self.checks
             .get_or_create(&CheckLabels {
-                route: decision.route().clone(),
-                decision: label,
+                route,
+                decision,
                 reason,
             })
             .inc();
         self.check_duration
-            .get_or_create(&DurationLabels { decision: label })
+            .get_or_create(&DurationLabels { decision })
             .observe(elapsed.as_secs_f64());
-        // The login funnel, read off the decisions of the login flow.
-        let stage = match decision {
-            Decision::Redirect(r) => match r.reason {
-                RedirectReason::Login => Some(LoginStage::started),
-                RedirectReason::LoginComplete => Some(LoginStage::completed),
-                RedirectReason::Logout => {
-                    self.logouts.inc();
-                    None
-                }
-            },
-            Decision::Page(_) => Some(LoginStage::failed),
-            Decision::Allow(_) | Decision::Deny(_) => None,
-        };
-        if let Some(stage) = stage {
-            self.logins
-                .get_or_create(&LoginLabels { stage, reason })
-                .inc();
-        }
+    }
+
+    /// A step of the browser login funnel.
+    pub fn login(&self, stage: LoginStage, reason: &'static str) {
+        self.logins
+            .get_or_create(&LoginLabels { stage, reason })
+            .inc();
+    }
+
+    pub fn logout(&self) {
+        self.logouts.inc();
     }
 
     pub fn jwks_fetch(&self, trigger: FetchTrigger, result: FetchResult) {

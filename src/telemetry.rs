@@ -2,7 +2,16 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use serde::Deserialize;
+
+/// `log.format`: one line per event, for people (plain) or for log pipelines (json).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Plain,
+    Json,
+}
 
 pub fn init(format: LogFormat, level: &str) {
     let filter = std::env::var("RUST_LOG")

@@ -36,7 +36,7 @@ fn exported() -> BTreeSet<String> {
             location: "/".into(),
             set_cookies: Vec::new(),
         });
-        m.record_check(&d, std::time::Duration::from_millis(1));
+        d.record(&m, std::time::Duration::from_millis(1));
     }
     m.jwks_fetch(FetchTrigger::startup, FetchResult::ok);
     m.token_cache(CacheResult::hit);
@@ -180,7 +180,7 @@ fn kubernetes_manifests_are_complete_and_their_config_loads() {
         &format!("{}/", dir.path().display()),
     );
     let config = Config::from_yaml(&yaml, &Env::new(), None).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.session.store, portcullis::config::StoreKind::Redis);
+    assert_eq!(config.session.store, portcullis::session::StoreKind::Redis);
 }
 
 #[test]

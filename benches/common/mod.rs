@@ -87,7 +87,7 @@ fn login_session(issuer: &str, token: &str) -> portcullis::session::Session {
     let claims = portcullis::token::validate::rest_of(id_claims.as_object().unwrap().clone());
     portcullis::session::Session {
         sid: format!("bench-{}", rand::random::<u64>()),
-        principal: portcullis::authz::Principal::from_claims(
+        principal: portcullis::identity::Principal::from_claims(
             sub.to_owned(),
             claims,
             "email",

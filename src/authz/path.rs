@@ -6,6 +6,8 @@
 //! segments, empty segments, backslashes, `;` path parameters, and percent-escapes of characters that
 //! are either structural (`/`, `\`, `;`, `%`-controls) or never need escaping (unreserved characters).
 //! What is left has exactly one reading, so a public prefix can never reach a protected path.
+//!
+//! The same rules decide where a browser may be sent back to after login: [`safe_return_to`].
 
 use std::fmt;
 
@@ -87,6 +89,23 @@ pub fn clean_path(raw: &str) -> Result<&str, PathRejection> {
 /// needs no escapes: configured prefixes are compared byte for byte.
 pub fn is_valid_config_path(path: &str) -> bool {
     !path.contains('%') && !path.contains('?') && clean_path(path) == Ok(path)
+}
+
+/// The return target: a path on this site. Anything that could leave it (`//host`, `/\host`, a
+/// scheme, control or non-ASCII characters) becomes `/`.
+pub fn safe_return_to(target: &str) -> String {
+    let bytes = target.as_bytes();
+    let ok = bytes.first() == Some(&b'/')
+        && !matches!(bytes.get(1), Some(b'/' | b'\\'))
+        && bytes
+            .iter()
+            .all(|b| (0x21..=0x7e).contains(b) && *b != b'\\')
+        && clean_path(target).is_ok();
+    if ok {
+        target.to_owned()
+    } else {
+        "/".to_owned()
+    }
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -175,5 +194,32 @@ mod tests {
         assert!(!is_valid_config_path("/a/../b"));
         assert!(!is_valid_config_path("api"));
         assert!(!is_valid_config_path("/a?b"));
+    }
+
+    #[test]
+    fn return_targets_never_leave_the_site() {
+        for ok in [
+            "/",
+            "/table_detail/gold/hive/core/users?tab=1",
+            "/search?q=a%20b",
+        ] {
+            assert_eq!(safe_return_to(ok), ok);
+        }
+        for evil in [
+            "//evil.example",
+            "/\\evil.example",
+            "/%09/evil.example",
+            "/%2f/evil.example",
+            "https:evil.example",
+            "https://evil.example/",
+            "javascript:alert(1)",
+            "/\t/evil.example",
+            "/a\r\nLocation: //evil",
+            "",
+            "evil.example",
+            "/./evil",
+        ] {
+            assert_eq!(safe_return_to(evil), "/", "{evil:?}");
+        }
     }
 }

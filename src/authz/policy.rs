@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::principal::Principal;
+use crate::identity::Principal;
 
 /// A route's name from the config; the only route identity that reaches metrics and logs.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -16,6 +16,11 @@ impl RouteName {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The name as a metric label: shared, not copied, on every check.
+    pub fn label(&self) -> Arc<str> {
+        self.0.clone()
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::authz::Action;
 
 const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
 

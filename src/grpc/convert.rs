@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use prost_types::{Struct, Value, value::Kind};
 
-use crate::authz::{AuthzRequest, Decision, DenyResponse, Principal};
+use crate::authz::{AuthzRequest, Decision, DenyResponse};
 use crate::config::EnvoyMetadata;
+use crate::identity::Principal;
 use crate::proto::{
     CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption, HttpStatus,
     OkHttpResponse, RpcStatus, check_response::HttpResponse,

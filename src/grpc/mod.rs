@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
-use crate::authz::{Authorizer, Decision, DenyReason};
+use crate::authz::{Authorizer, DenyReason};
 use crate::config::EnvoyMetadata;
 use crate::metrics::Metrics;
 use crate::proto::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
@@ -48,23 +48,10 @@ impl Authorization for AuthorizationService {
             Some(req) => self.authorizer.check(&req).await,
             None => self.authorizer.refuse(DenyReason::InvalidRequest),
         };
-        let elapsed = started.elapsed();
-        self.metrics.record_check(&decision, elapsed);
-        log(&decision, elapsed);
+        decision.record(&self.metrics, started.elapsed());
         Ok(Response::new(convert::check_response(
             decision,
             self.metadata,
         )))
     }
-}
-
-fn log(decision: &Decision, elapsed: std::time::Duration) {
-    let (kind, reason) = decision.kind_and_reason();
-    tracing::debug!(
-        route = %decision.route(),
-        decision = kind.as_str(),
-        reason,
-        micros = elapsed.as_micros() as u64,
-        "check"
-    );
 }

@@ -9,8 +9,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::app::Readiness;
 use crate::metrics::{self, Metrics};
+use crate::readiness::Readiness;
 
 #[derive(Clone)]
 struct AdminState {

@@ -13,9 +13,9 @@ use serde_json::{Map, Value};
 
 pub use codec::{Codec, Purpose};
 pub use cookie::{Cookies, Jar};
-pub use store::{Backend, StoreError};
+pub use store::{Backend, StoreError, StoreKind};
 
-use crate::authz::Principal;
+use crate::identity::Principal;
 use crate::secret::KeyedHash;
 use crate::token::validate;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands as _;
+use serde::Deserialize;
 use thiserror::Error;
 
 use super::Session;
@@ -27,6 +28,15 @@ pub trait SessionBackend {
     /// Stores `s` under `s.sid` for `ttl`.
     async fn put(&self, s: &Session, ttl: Duration) -> Result<(), StoreError>;
     async fn delete(&self, sid: &str) -> Result<(), StoreError>;
+}
+
+/// `session.store`: which [`Backend`] to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    Cookie,
+    Memory,
+    Redis,
 }
 
 /// The configured store.
@@ -218,7 +228,7 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authz::Principal;
+    use crate::identity::Principal;
 
     fn session(sid: &str) -> Session {
         Session {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 
-use crate::authz::Principal;
+use crate::identity::Principal;
 use crate::secret::KeyedHash;
 
 pub type Digest = [u8; 32];

@@ -15,8 +15,9 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use super::keys::{KeySet, Lookup, VerifyKey};
+use crate::idp::{IdpClient, IdpError, ProviderMetadata};
 use crate::metrics::{FetchResult, FetchTrigger, IdpEndpoint, Metrics};
-use crate::oidc::{IdpClient, IdpError, ProviderMetadata};
+use crate::readiness::Loaded;
 
 /// Why no key could be had for a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,5 +253,12 @@ impl JwksCache {
                 }
             }
         }
+    }
+}
+
+/// Not ready until the first key set has loaded.
+impl Loaded for JwksCache {
+    fn is_loaded(&self) -> bool {
+        JwksCache::is_loaded(self)
     }
 }

@@ -2,6 +2,7 @@
 //! signature and claims verified, and the result cached until (at most) the token expires.
 
 pub mod cache;
+pub mod id_token;
 pub mod jwks;
 pub mod keys;
 pub mod validate;
@@ -13,9 +14,9 @@ pub use cache::TokenCache;
 pub use jwks::{JwksCache, KeyMiss};
 pub use validate::TokenRejection;
 
-use crate::authz::Principal;
+use crate::identity::Principal;
+use crate::idp::same_issuer;
 use crate::metrics::{CacheResult, Metrics};
-use crate::oidc::provider::same_issuer;
 
 /// One issuer whose bearer tokens are accepted.
 pub struct Issuer {
@@ -126,7 +127,7 @@ impl Verifier {
         };
         let claims = validate::verify(decoded, &key, &expected)?;
         let exp = claims.exp;
-        let principal = Arc::new(crate::authz::Principal::from_claims(
+        let principal = Arc::new(Principal::from_claims(
             claims.sub,
             claims.rest,
             &self.identity.user_id_claim,
@@ -143,7 +144,5 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-#[cfg(test)]
-pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;

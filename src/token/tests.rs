@@ -6,8 +6,8 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use super::test_support::*;
 use super::*;
+use crate::testing::*;
 
 fn with(f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
     let mut c = claims();
@@ -29,8 +29,8 @@ fn raw(header: Value, payload: &Value, signature: &[u8]) -> String {
     )
 }
 
-async fn verify(token: &str) -> Result<Arc<crate::authz::Principal>, TokenRejection> {
-    verifier().verify(token).await
+async fn verify(token: &str) -> Result<Arc<crate::identity::Principal>, TokenRejection> {
+    verifier(100).verify(token).await
 }
 
 #[tokio::test]
@@ -310,7 +310,7 @@ async fn shape_and_size_are_checked_before_decoding() {
 
 #[tokio::test]
 async fn a_repeated_token_is_served_from_the_cache() {
-    let v = verifier();
+    let v = verifier(100);
     let t = rs(&claims());
     let first = v.verify(&t).await.unwrap();
     let second = v.verify(&t).await.unwrap();

@@ -165,7 +165,7 @@ pub async fn session_cookie(secret: &str, secure: bool, email: &str, access_toke
     let claims = serde_json::json!({"email": email, "email_verified": true, "groups": ["ops"]});
     let session = Session {
         sid: format!("bench-{}", rand::random::<u64>()),
-        principal: portcullis::authz::Principal::from_claims(
+        principal: portcullis::identity::Principal::from_claims(
             format!("auth0|{email}"),
             claims.as_object().unwrap().clone(),
             "email",

@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::token::JwksCache;
-use crate::token::validate::{self, TokenRejection};
+use super::JwksCache;
+use super::validate::{self, TokenRejection};
 
 /// The claims of a valid ID token.
 pub struct IdClaims {
@@ -64,8 +64,8 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::testing::{ISS, keys, rs};
     use crate::token::now_secs;
-    use crate::token::test_support::{ISS, keys, rs};
 
     const CLIENT: &str = "amundsen";
 

@@ -1,4 +1,5 @@
-//! Who the caller is, once a credential has been validated: what the upstream and the route rules see.
+//! Who the caller is, once a credential has been validated: the value token/ produces, session/
+//! stores, and the route rules and identity headers read.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

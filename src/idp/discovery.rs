@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use url::Url;
 
-use super::{IdpClient, IdpError};
+use super::client::{IdpClient, IdpError};
 use crate::metrics::IdpEndpoint;
 
 /// The part of the discovery document portcullis uses.

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::policy::{PathMatch, Requirements, Route};
 use super::*;
-use crate::token::test_support::{claims, rs, verifier};
+use crate::authz::policy::{self, PathMatch, Requirements};
+use crate::testing::{claims, rs, verifier};
 
 fn route(name: &str, prefix: &str, action: Action) -> Route {
     Route {
@@ -32,7 +32,7 @@ fn authorizer() -> Authorizer {
             finance,
             route("app", "/", Action::Login),
         ]),
-        Arc::new(verifier()),
+        Arc::new(verifier(100)),
         IdentityHeaders::new(
             "x-auth-request-user",
             "x-auth-request-email",

@@ -1,0 +1,315 @@
+//! [`Authorizer::check`]: one request in, one [`Decision`] out. It reads top to bottom: clean the
+//! path, answer the login flow's own paths, pick the route, find the credential, validate it
+//! (token/ or session/), apply the route's requirements, and build the allowed request's header
+//! changes.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::credentials::{self, Credential};
+use super::decision::{Allow, AllowReason, Decision, Deny, DenyReason};
+use super::login::LoginFlow;
+use super::path;
+use super::policy::{Action, Policy, Route, RouteName};
+use super::request::AuthzRequest;
+use crate::identity::Principal;
+use crate::session::cookie::Stripped;
+use crate::session::{Jar, SessionMiss};
+use crate::token::{Verifier, now_secs};
+
+/// The `context_extensions` key through which an Envoy route names the portcullis route.
+pub const ROUTE_EXTENSION: &str = "portcullis_route";
+
+/// The identity headers the upstream receives, and every spelling of them a client might send.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub user: Arc<str>,
+    pub email: Arc<str>,
+    pub groups: Arc<str>,
+    /// The three names plus their underscore spellings: what is removed when not set.
+    spoofable: Vec<Arc<str>>,
+}
+
+impl IdentityHeaders {
+    /// Names must be lowercase (the config loader makes them so).
+    pub fn new(user: &str, email: &str, groups: &str) -> Self {
+        let mut spoofable: Vec<Arc<str>> = Vec::new();
+        for name in [user, email, groups] {
+            // Envoy passes `x_auth_request_user` on unless told to reject underscores, and some
+            // frameworks (CGI, WSGI) read it as the same header as `x-auth-request-user`.
+            for spelling in [name.to_owned(), name.replace('-', "_")] {
+                if !spoofable.iter().any(|s| **s == *spelling) {
+                    spoofable.push(Arc::from(spelling));
+                }
+            }
+        }
+        Self {
+            user: Arc::from(user),
+            email: Arc::from(email),
+            groups: Arc::from(groups),
+            spoofable,
+        }
+    }
+}
+
+/// What `Authorization` the upstream gets for a session-authenticated request
+/// (`upstream.authorization`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamAuthorization {
+    None,
+    AccessToken,
+    IdToken,
+}
+
+pub struct Authorizer {
+    policy: Policy,
+    verifier: Arc<Verifier>,
+    headers: IdentityHeaders,
+    /// The browser login flow and its sessions; `None` without a `session.secret`.
+    login: Option<LoginFlow>,
+    upstream_authorization: UpstreamAuthorization,
+    /// The route label of requests that matched no route (or could not be matched).
+    unmatched: RouteName,
+}
+
+impl Authorizer {
+    pub fn new(policy: Policy, verifier: Arc<Verifier>, headers: IdentityHeaders) -> Self {
+        Self {
+            policy,
+            verifier,
+            headers,
+            login: None,
+            upstream_authorization: UpstreamAuthorization::AccessToken,
+            unmatched: RouteName::new("none"),
+        }
+    }
+
+    /// Enables browser login and sessions on `login` routes.
+    pub fn with_login(
+        mut self,
+        login: LoginFlow,
+        upstream_authorization: UpstreamAuthorization,
+    ) -> Self {
+        self.login = Some(login);
+        self.upstream_authorization = upstream_authorization;
+        self
+    }
+
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
+    pub async fn check(&self, req: &AuthzRequest) -> Decision {
+        if req.method.is_empty() || req.path.is_empty() {
+            return self.deny(&self.unmatched, DenyReason::InvalidRequest);
+        }
+        let path = match path::clean_path(&req.path) {
+            Ok(p) => p,
+            Err(why) => return self.deny(&self.unmatched, DenyReason::Path(why)),
+        };
+        // The callback and logout paths are answered here; Envoy sends them nowhere.
+        if let Some(login) = &self.login {
+            if path == login.callback_path() {
+                return login.callback(req).await;
+            }
+            if path == login.logout_path() {
+                return login.logout(req).await;
+            }
+        }
+        // An Envoy route may name the policy route itself (check_settings.context_extensions
+        // `portcullis_route`): Envoy's config is trusted, the client cannot set this. A name that
+        // matches no route is refused, never a fallback to path matching.
+        let route = match req.context.get(ROUTE_EXTENSION) {
+            Some(name) => self.policy.route_named(name),
+            None => self.policy.route_for(&req.method, &req.authority, path),
+        };
+        let Some(route) = route else {
+            return self.deny(&self.unmatched, DenyReason::NoRoute);
+        };
+        match route.action {
+            Action::Deny => self.deny(&route.name, DenyReason::RouteDenied),
+            Action::Public => self.allow(
+                &self.upstream_cookies(req),
+                route,
+                AllowReason::Public,
+                None,
+                Vec::new(),
+            ),
+            Action::Api | Action::Login => {
+                let principal = match credentials::credential(req) {
+                    Credential::None => return self.session_or_login(req, route).await,
+                    Credential::MalformedBearer => {
+                        return self.deny(&route.name, DenyReason::MalformedAuthorization);
+                    }
+                    Credential::Bearer(token) => match self.verifier.verify(token).await {
+                        Ok(p) => p,
+                        Err(why) => return self.deny(&route.name, DenyReason::Token(why)),
+                    },
+                };
+                if let Err(unmet) = route.require.check(&principal) {
+                    return self.deny(&route.name, DenyReason::Requirement(unmet));
+                }
+                self.allow(
+                    &self.upstream_cookies(req),
+                    route,
+                    AllowReason::Bearer,
+                    Some(principal),
+                    Vec::new(),
+                )
+            }
+        }
+    }
+
+    /// No bearer token: a valid session cookie, else the login redirect (browser navigations on
+    /// login routes) or a 401 that names where to log in (everything else).
+    async fn session_or_login(&self, req: &AuthzRequest, route: &Route) -> Decision {
+        let Some(login) = &self.login else {
+            return self.deny(&route.name, DenyReason::MissingCredential);
+        };
+        let now = now_secs();
+        let sessions = login.sessions();
+        let jar = req.cookies();
+        let present = jar.names();
+        let loaded = match sessions.load(&jar, now).await {
+            Ok(s) => login.fresh_session(s, now).await,
+            Err(miss) => Err(miss),
+        };
+        let miss = match loaded {
+            Ok((mut s, refreshed)) => {
+                if let Err(unmet) = route.require.check(&s.principal) {
+                    return self.deny(&route.name, DenyReason::Requirement(unmet));
+                }
+                let token = match self.upstream_authorization {
+                    UpstreamAuthorization::None => None,
+                    UpstreamAuthorization::AccessToken => s.access_token.clone(),
+                    UpstreamAuthorization::IdToken => Some(s.id_token.clone()),
+                };
+                let set_cookies = if refreshed || sessions.needs_touch(&s, now) {
+                    s.seen_at = now;
+                    match sessions.save(&s, &present).await {
+                        Ok(cookies) => cookies,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "session store unavailable");
+                            return self.deny(&route.name, DenyReason::SessionStoreUnavailable);
+                        }
+                    }
+                } else {
+                    Vec::new()
+                };
+                let mut decision = self.allow(
+                    &jar,
+                    route,
+                    AllowReason::Session,
+                    Some(Arc::new(s.principal)),
+                    set_cookies,
+                );
+                if let (Decision::Allow(a), Some(token)) = (&mut decision, token) {
+                    a.set_headers
+                        .push((Arc::from("authorization"), format!("Bearer {token}")));
+                }
+                return decision;
+            }
+            Err(SessionMiss::Unavailable) => {
+                return self.deny(&route.name, DenyReason::SessionStoreUnavailable);
+            }
+            Err(miss) => miss,
+        };
+        // A cookie that is there but unusable is cleared, so the browser stops sending it.
+        let clear = if miss == SessionMiss::None {
+            Vec::new()
+        } else {
+            sessions.cookies().clear_all(&present)
+        };
+        if route.action == Action::Login && credentials::is_navigation(req) {
+            let mut decision = login.start(req, &route.name);
+            if let Decision::Redirect(r) = &mut decision {
+                r.set_cookies.extend(clear);
+            }
+            return decision;
+        }
+        Decision::Deny(Deny {
+            route: route.name.clone(),
+            reason: DenyReason::MissingCredential,
+            login_url: (route.action == Action::Login).then(|| path::safe_return_to(&req.path)),
+            set_cookies: clear,
+        })
+    }
+
+    /// A denial decided before any route could be looked at (the adapter got no usable request).
+    pub fn refuse(&self, reason: DenyReason) -> Decision {
+        self.deny(&self.unmatched, reason)
+    }
+
+    fn deny(&self, route: &RouteName, reason: DenyReason) -> Decision {
+        Decision::Deny(Deny {
+            route: route.clone(),
+            reason,
+            login_url: None,
+            set_cookies: Vec::new(),
+        })
+    }
+
+    /// The cookies [`Self::allow`] strips ours from. Without login none are ours, and the header
+    /// is not parsed at all.
+    fn upstream_cookies<'r>(&self, req: &'r AuthzRequest) -> Jar<'r> {
+        match self.login {
+            Some(_) => req.cookies(),
+            None => Jar::default(),
+        }
+    }
+
+    fn allow(
+        &self,
+        jar: &Jar<'_>,
+        route: &Route,
+        reason: AllowReason,
+        who: Option<Arc<Principal>>,
+        set_cookies: Vec<String>,
+    ) -> Decision {
+        let mut set_headers = Vec::with_capacity(4);
+        if let Some(p) = &who {
+            push_header(&mut set_headers, &self.headers.user, &p.user);
+            if let Some(email) = &p.email {
+                push_header(&mut set_headers, &self.headers.email, email);
+            }
+            if !p.groups.is_empty() {
+                push_header(&mut set_headers, &self.headers.groups, &p.groups.join(","));
+            }
+        }
+        let mut remove_headers: Vec<Arc<str>> = self
+            .headers
+            .spoofable
+            .iter()
+            .filter(|name| !set_headers.iter().any(|(set, _)| set == *name))
+            .cloned()
+            .collect();
+        // portcullis's own cookies never reach the upstream; the others do.
+        if let Some(login) = &self.login {
+            match login.sessions().cookies().strip(jar) {
+                Stripped::Unchanged => {}
+                Stripped::Empty => remove_headers.push(Arc::from("cookie")),
+                Stripped::Rest(rest) => set_headers.push((Arc::from("cookie"), rest)),
+            }
+        }
+        Decision::Allow(Allow {
+            route: route.name.clone(),
+            reason,
+            set_headers,
+            remove_headers,
+            identity: who,
+            set_cookies,
+        })
+    }
+}
+
+/// A claim with control characters would make an invalid header: it is left out (and so removed).
+fn push_header(out: &mut Vec<(Arc<str>, String)>, name: &Arc<str>, value: &str) {
+    if !value.is_empty() && !value.chars().any(char::is_control) {
+        out.push((name.clone(), value.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests;

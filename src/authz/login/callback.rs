@@ -1,0 +1,138 @@
+//! The callback: the IdP sent the browser back. Everything is checked before the code is
+//! exchanged (one exchange per state), the ID token is validated, and the session starts.
+
+use super::{LOGIN_TTL, LoginFlow, Transaction, random_token};
+use crate::authz::decision::{Decision, PageReason, Redirect, RedirectReason};
+use crate::authz::request::AuthzRequest;
+use crate::identity::Principal;
+use crate::idp::{Grant, TokenError};
+use crate::session::{Purpose, Session};
+use crate::token::{id_token, now_secs};
+
+impl LoginFlow {
+    /// The IdP sent the browser back: check everything, exchange the code, start a session.
+    pub async fn callback(&self, req: &AuthzRequest) -> Decision {
+        let query = req.path.split_once('?').map_or("", |(_, q)| q);
+        let mut params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        for key in ["state", "code", "iss", "error"] {
+            if params.iter().filter(|(k, _)| k == key).count() > 1 {
+                return self.page(PageReason::DuplicateParameter, "/", Vec::new());
+            }
+        }
+        let mut take = |key: &str| {
+            params
+                .iter()
+                .position(|(k, _)| k == key)
+                .map(|i| params.swap_remove(i).1)
+        };
+        let (state, code, iss, error) = (take("state"), take("code"), take("iss"), take("error"));
+        let Some(state) = state.filter(|s| s.len() >= 16 && s.is_ascii()) else {
+            return self.page(PageReason::MissingState, "/", Vec::new());
+        };
+        let jar = req.cookies();
+        let cookie_name = self.sessions.cookies().login_name(&state[..16]);
+        let clear_tx = vec![self.sessions.cookies().clear(&cookie_name)];
+        if self.used_states.contains_key(&state) {
+            return self.page(PageReason::ReplayedState, "/", clear_tx);
+        }
+        let tx = self
+            .sessions
+            .cookies()
+            .read(&jar, &cookie_name)
+            .and_then(|sealed| self.sessions.codec().open(Purpose::Login, &sealed).ok())
+            .and_then(|plain| serde_json::from_slice::<Transaction>(&plain).ok())
+            .filter(|tx| tx.state == state && tx.created_at + LOGIN_TTL.as_secs() > now_secs());
+        let Some(tx) = tx else {
+            return self.page(PageReason::UnknownState, "/", clear_tx);
+        };
+        let retry = tx.return_to.clone();
+        if error.is_some() {
+            return self.page(PageReason::IdpError, &retry, clear_tx);
+        }
+        let Some(metadata) = self.keys.metadata() else {
+            return self.page(PageReason::LoginUnavailable, &retry, clear_tx);
+        };
+        // RFC 9207: when the IdP names itself, it must be the one we sent the browser to.
+        if iss.as_ref().is_some_and(|iss| *iss != metadata.issuer) {
+            return self.page(PageReason::IssuerMismatch, &retry, clear_tx);
+        }
+        let Some(code) = code else {
+            return self.page(PageReason::IdpError, &retry, clear_tx);
+        };
+        // One use per state, from here on, whatever happens next.
+        self.used_states.insert(state, ());
+        let grant = Grant::AuthorizationCode {
+            code: &code,
+            redirect_uri: &tx.redirect_uri,
+            verifier: &tx.verifier,
+        };
+        let tokens = match self.token_endpoint.grant(metadata, grant).await {
+            Ok(t) => t,
+            Err(TokenError::NoEndpoint) => {
+                return self.page(PageReason::LoginUnavailable, &retry, clear_tx);
+            }
+            Err(why) => {
+                tracing::warn!(
+                    reason = why.as_str(),
+                    "token endpoint refused the code exchange"
+                );
+                return self.page(PageReason::TokenEndpointFailed, &retry, clear_tx);
+            }
+        };
+        let now = now_secs();
+        let Some(id_token) = tokens.id_token else {
+            return self.page(PageReason::IdTokenInvalid, &retry, clear_tx);
+        };
+        let claims = match id_token::validate(
+            &id_token,
+            &self.keys,
+            &metadata.issuer,
+            self.token_endpoint.client_id(),
+            &tx.nonce,
+            now,
+            self.settings.leeway,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::warn!(reason = why.as_str(), "ID token refused at the callback");
+                return self.page(PageReason::IdTokenInvalid, &retry, clear_tx);
+            }
+        };
+        let principal = Principal::from_claims(
+            claims.sub,
+            claims.claims,
+            &self.settings.user_id_claim,
+            &self.settings.groups_claim,
+        );
+        let session = Session {
+            sid: random_token(),
+            principal,
+            id_token,
+            access_token: tokens.access_token,
+            access_expires_at: tokens.expires_in.map_or(0, |s| now + s),
+            access_issued_at: now,
+            refresh_token: tokens.refresh_token,
+            created_at: now,
+            seen_at: now,
+        };
+        let present = jar.names();
+        let mut set_cookies = match self.sessions.save(&session, &present).await {
+            Ok(cookies) => cookies,
+            Err(e) => {
+                tracing::warn!(error = %e, "storing a new session failed");
+                return self.page(PageReason::LoginUnavailable, &retry, clear_tx);
+            }
+        };
+        set_cookies.extend(clear_tx);
+        Decision::Redirect(Redirect {
+            route: self.route.clone(),
+            reason: RedirectReason::LoginComplete,
+            location: tx.return_to,
+            set_cookies,
+        })
+    }
+}

@@ -1,0 +1,271 @@
+//! The file schema: what users write, with every default. Unknown keys are refused. validate.rs
+//! turns it into the types the service runs with.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use super::EnvoyMetadata;
+use crate::authz::UpstreamAuthorization;
+use crate::idp::TokenEndpointAuth;
+use crate::session::StoreKind;
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    #[serde(default)]
+    pub(super) listen: ListenFile,
+    pub(super) provider: Option<ProviderFile>,
+    pub(super) bearer: Option<Vec<BearerFile>>,
+    #[serde(default)]
+    pub(super) login: LoginFile,
+    #[serde(default)]
+    pub(super) session: SessionFile,
+    pub(super) routes: Option<Vec<RouteFile>>,
+    #[serde(default)]
+    pub(super) upstream: UpstreamFile,
+    #[serde(default)]
+    pub(super) log: LogFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct ListenFile {
+    pub(super) grpc: SocketAddr,
+    pub(super) admin: SocketAddr,
+    /// After SIGTERM, how long to keep answering while reporting NOT_SERVING, so load balancers
+    /// (Envoy health checks, Kubernetes endpoints) stop sending before the listeners close.
+    #[serde(with = "humantime_serde")]
+    pub(super) drain_delay: Duration,
+}
+
+impl Default for ListenFile {
+    fn default() -> Self {
+        Self {
+            grpc: ([0, 0, 0, 0], 9001).into(),
+            admin: ([0, 0, 0, 0], 9090).into(),
+            drain_delay: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ProviderFile {
+    pub(super) issuer: String,
+    pub(super) client_id: String,
+    pub(super) client_secret: Option<String>,
+    pub(super) client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_scopes")]
+    pub(super) scopes: Vec<String>,
+    pub(super) audience: Option<String>,
+    #[serde(default)]
+    pub(super) extra_auth_params: BTreeMap<String, String>,
+    #[serde(default = "default_user_id_claim")]
+    pub(super) user_id_claim: String,
+    #[serde(default = "default_groups_claim")]
+    pub(super) groups_claim: String,
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
+    pub(super) jwks_refresh_interval: Duration,
+    #[serde(default = "default_jwks_min_refetch", with = "humantime_serde")]
+    pub(super) jwks_min_refetch_interval: Duration,
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub(super) leeway: Duration,
+    /// How the client authenticates at the token endpoint; by default `client_secret_basic`
+    /// unless discovery lists only `client_secret_post`.
+    pub(super) token_endpoint_auth_method: Option<TokenEndpointAuth>,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "offline_access"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_user_id_claim() -> String {
+    "email".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_jwks_min_refetch() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BearerFile {
+    pub(super) issuer: String,
+    pub(super) audiences: Vec<String>,
+    /// Skips discovery for an issuer that publishes no discovery document.
+    pub(super) jwks_uri: Option<Url>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct LoginFile {
+    pub(super) callback_path: String,
+    pub(super) redirect_uri: Option<Url>,
+    pub(super) logout_path: String,
+    pub(super) post_logout_redirect: String,
+    pub(super) allowed_redirect_hosts: Vec<String>,
+}
+
+impl Default for LoginFile {
+    fn default() -> Self {
+        Self {
+            callback_path: "/authorization-code/callback".into(),
+            redirect_uri: None,
+            logout_path: "/logout".into(),
+            post_logout_redirect: "/".into(),
+            allowed_redirect_hosts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(super) fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RedisFile {
+    pub(super) url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct SessionFile {
+    pub(super) store: StoreKind,
+    pub(super) cookie_name: String,
+    pub(super) secure: bool,
+    pub(super) secret: Option<OneOrMany>,
+    pub(super) secret_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub(super) refresh_before: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) absolute_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) idle_timeout: Duration,
+    pub(super) redis: Option<RedisFile>,
+}
+
+impl Default for SessionFile {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::Cookie,
+            cookie_name: "portcullis".into(),
+            secure: true,
+            secret: None,
+            secret_file: None,
+            refresh_before: Duration::from_secs(60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            idle_timeout: Duration::from_secs(3600),
+            redis: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum ActionFile {
+    Public,
+    Login,
+    Api,
+    Deny,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RouteFile {
+    pub(super) name: String,
+    pub(super) path_prefix: Option<String>,
+    pub(super) path: Option<String>,
+    pub(super) host: Option<String>,
+    pub(super) methods: Option<Vec<String>>,
+    pub(super) action: ActionFile,
+    #[serde(default)]
+    pub(super) require: RequireFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RequireFile {
+    pub(super) claims: BTreeMap<String, OneOrMany>,
+    pub(super) groups: Vec<String>,
+    pub(super) email_domains: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct UpstreamFile {
+    pub(super) headers: HeadersFile,
+    pub(super) authorization: UpstreamAuthorization,
+}
+
+impl Default for UpstreamFile {
+    fn default() -> Self {
+        Self {
+            headers: HeadersFile::default(),
+            authorization: UpstreamAuthorization::AccessToken,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct HeadersFile {
+    pub(super) user: String,
+    pub(super) email: String,
+    pub(super) groups: String,
+}
+
+impl Default for HeadersFile {
+    fn default() -> Self {
+        Self {
+            user: "x-auth-request-user".into(),
+            email: "x-auth-request-email".into(),
+            groups: "x-auth-request-groups".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct LogFile {
+    pub(super) format: LogFormat,
+    pub(super) level: String,
+    pub(super) envoy_metadata: EnvoyMetadata,
+}
+
+impl Default for LogFile {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Plain,
+            level: "info".into(),
+            envoy_metadata: EnvoyMetadata::Identity,
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! Validation: the file schema becomes the types the service runs with, and every problem is
+//! collected, one line each, naming the key.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use url::Url;
+
+use super::file::{
+    ActionFile, BearerFile, FileConfig, HeadersFile, LoginFile, ProviderFile, RequireFile,
+    RouteFile, SessionFile,
+};
+use super::{BearerIssuer, Config, Listen, Log, Login, Provider, SessionConfig, resolve};
+use crate::authz::path::is_valid_config_path;
+use crate::authz::policy::{
+    ClaimRequirement, HostMatch, PathMatch, Requirements, Route, RouteName,
+};
+use crate::authz::{Action, IdentityHeaders, Policy};
+use crate::idp::same_issuer;
+use crate::secret::Secret;
+use crate::session::StoreKind;
+
+pub(super) fn validate(
+    file: FileConfig,
+    base: Option<&Path>,
+    problems: &mut Vec<String>,
+) -> Option<Config> {
+    let Some(p) = file.provider else {
+        problems.push("provider: missing (issuer and client_id are required)".into());
+        return None;
+    };
+    let provider = validate_provider(p, base, problems);
+    let bearer = validate_bearer(file.bearer, &provider, problems);
+    let login = validate_login(file.login, problems);
+    let session = validate_session(file.session, base, problems);
+    let routes = file.routes.unwrap_or_else(|| {
+        vec![RouteFile {
+            name: "app".into(),
+            path_prefix: Some("/".into()),
+            path: None,
+            host: None,
+            methods: None,
+            action: ActionFile::Login,
+            require: RequireFile::default(),
+        }]
+    });
+    let policy = validate_routes(routes, problems);
+    let identity_headers = validate_headers(&file.upstream.headers, problems);
+    let log = Log {
+        format: file.log.format,
+        level: file.log.level,
+        envoy_metadata: file.log.envoy_metadata,
+    };
+    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+        problems.push(format!("log.level: {:?} is not a valid filter", log.level));
+    }
+    if file.listen.drain_delay > Duration::from_secs(60) {
+        problems.push("listen.drain_delay: at most 60s".into());
+    }
+    if file.listen.grpc == file.listen.admin {
+        problems.push("listen: grpc and admin must use different ports".into());
+    }
+    Some(Config {
+        listen: Listen {
+            grpc: file.listen.grpc,
+            admin: file.listen.admin,
+            drain_delay: file.listen.drain_delay,
+        },
+        provider,
+        bearer,
+        login,
+        session,
+        policy,
+        identity_headers,
+        upstream_authorization: file.upstream.authorization,
+        log,
+    })
+}
+
+fn validate_issuer(field: &str, issuer: &str, problems: &mut Vec<String>) {
+    match Url::parse(issuer) {
+        Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => {
+            if u.query().is_some() || u.fragment().is_some() {
+                problems.push(format!("{field}: an issuer has no query or fragment"));
+            }
+        }
+        Ok(_) => problems.push(format!(
+            "{field}: {issuer:?} must be https (http only on loopback, for development)"
+        )),
+        Err(e) => problems.push(format!("{field}: {issuer:?} is not a URL: {e}")),
+    }
+}
+
+fn is_loopback(u: &Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn validate_provider(p: ProviderFile, base: Option<&Path>, problems: &mut Vec<String>) -> Provider {
+    validate_issuer("provider.issuer", &p.issuer, problems);
+    if p.client_id.trim().is_empty() {
+        problems.push("provider.client_id: empty".into());
+    }
+    let client_secret = match (p.client_secret, p.client_secret_file) {
+        (Some(_), Some(_)) => {
+            problems.push("provider: set client_secret or client_secret_file, not both".into());
+            None
+        }
+        (Some(s), None) => Some(Secret::new(s)),
+        (None, Some(f)) => {
+            read_secret_file("provider.client_secret_file", &resolve(base, &f), problems)
+        }
+        (None, None) => None,
+    };
+    if p.leeway > Duration::from_secs(60) {
+        problems.push("provider.leeway: at most 60s".into());
+    }
+    if p.jwks_min_refetch_interval.is_zero() {
+        problems.push("provider.jwks_min_refetch_interval: must be more than 0".into());
+    }
+    if p.jwks_refresh_interval < Duration::from_secs(10) {
+        problems.push("provider.jwks_refresh_interval: at least 10s".into());
+    }
+    if !p.scopes.iter().any(|s| s == "openid") {
+        problems.push("provider.scopes: must include openid".into());
+    }
+    for (field, claim) in [
+        ("user_id_claim", &p.user_id_claim),
+        ("groups_claim", &p.groups_claim),
+    ] {
+        if claim.is_empty() {
+            problems.push(format!("provider.{field}: empty"));
+        }
+    }
+    Provider {
+        issuer: p.issuer,
+        client_id: p.client_id,
+        client_secret,
+        scopes: p.scopes,
+        audience: p.audience,
+        extra_auth_params: p.extra_auth_params,
+        user_id_claim: p.user_id_claim,
+        groups_claim: p.groups_claim,
+        jwks_refresh_interval: p.jwks_refresh_interval,
+        jwks_min_refetch_interval: p.jwks_min_refetch_interval,
+        leeway: p.leeway,
+        token_endpoint_auth_method: p.token_endpoint_auth_method,
+    }
+}
+
+/// Without a `bearer` list, access tokens of the provider for its `audience` are accepted (what an
+/// Auth0 API client sends); without an audience either, no bearer tokens are.
+fn validate_bearer(
+    b: Option<Vec<BearerFile>>,
+    provider: &Provider,
+    problems: &mut Vec<String>,
+) -> Vec<BearerIssuer> {
+    let list = match b {
+        Some(list) => list,
+        None => {
+            return provider
+                .audience
+                .iter()
+                .map(|aud| BearerIssuer {
+                    issuer: provider.issuer.clone(),
+                    audiences: vec![aud.clone()],
+                    jwks_uri: None,
+                })
+                .collect();
+        }
+    };
+    let mut out: Vec<BearerIssuer> = Vec::new();
+    for (i, entry) in list.into_iter().enumerate() {
+        let field = format!("bearer[{i}]");
+        validate_issuer(&format!("{field}.issuer"), &entry.issuer, problems);
+        if entry.audiences.is_empty() || entry.audiences.iter().any(|a| a.is_empty()) {
+            problems.push(format!(
+                "{field}.audiences: at least one non-empty audience"
+            ));
+        }
+        if out.iter().any(|o| same_issuer(&o.issuer, &entry.issuer)) {
+            problems.push(format!(
+                "{field}.issuer: listed twice; put all its audiences in one entry"
+            ));
+        }
+        out.push(BearerIssuer {
+            issuer: entry.issuer,
+            audiences: entry.audiences,
+            jwks_uri: entry.jwks_uri,
+        });
+    }
+    out
+}
+
+fn validate_login(l: LoginFile, problems: &mut Vec<String>) -> Login {
+    for (field, path) in [
+        ("login.callback_path", &l.callback_path),
+        ("login.logout_path", &l.logout_path),
+    ] {
+        if !is_valid_config_path(path) {
+            problems.push(format!("{field}: {path:?} is not a plain absolute path"));
+        }
+    }
+    if l.callback_path == l.logout_path {
+        problems.push("login: callback_path and logout_path must differ".into());
+    }
+    Login {
+        callback_path: l.callback_path,
+        redirect_uri: l.redirect_uri,
+        logout_path: l.logout_path,
+        post_logout_redirect: l.post_logout_redirect,
+        allowed_redirect_hosts: l
+            .allowed_redirect_hosts
+            .into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+    }
+}
+
+fn validate_session(
+    s: SessionFile,
+    base: Option<&Path>,
+    problems: &mut Vec<String>,
+) -> SessionConfig {
+    let raw: Vec<Secret> = match (s.secret, s.secret_file) {
+        (Some(_), Some(_)) => {
+            problems.push("session: set secret or secret_file, not both".into());
+            Vec::new()
+        }
+        (Some(list), None) => list.into_vec().into_iter().map(Secret::new).collect(),
+        (None, Some(f)) => read_secret_file("session.secret_file", &resolve(base, &f), problems)
+            .map(|s| {
+                s.expose()
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(Secret::new)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        (None, None) => Vec::new(),
+    };
+    let mut keys = Vec::new();
+    for (i, secret) in raw.iter().enumerate() {
+        match base64::engine::general_purpose::STANDARD.decode(secret.expose().trim()) {
+            Ok(bytes) if bytes.len() >= 32 => keys.push(secret.clone()),
+            // Never echo the value: it is a secret even when it is a bad one.
+            Ok(_) => problems.push(format!(
+                "session.secret[{i}]: too short; use at least 32 random bytes (portcullis gen-secret)"
+            )),
+            Err(_) => problems.push(format!(
+                "session.secret[{i}]: not base64; use the output of portcullis gen-secret"
+            )),
+        }
+    }
+    if s.cookie_name.is_empty()
+        || !s
+            .cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        problems.push("session.cookie_name: letters, digits, - and _ only".into());
+    }
+    if let Some(r) = &s.redis
+        && !(r.url.starts_with("redis://")
+            || r.url.starts_with("rediss://")
+            || r.url.starts_with("redis+unix://"))
+    {
+        problems.push("session.redis.url: redis://, rediss:// (TLS) or redis+unix:// URL".into());
+    }
+    if s.store == StoreKind::Redis && s.redis.is_none() {
+        problems.push("session.redis.url: required with store: redis".into());
+    }
+    if s.idle_timeout > s.absolute_timeout {
+        problems.push("session.idle_timeout: longer than absolute_timeout".into());
+    }
+    SessionConfig {
+        store: s.store,
+        cookie_name: s.cookie_name,
+        secure: s.secure,
+        keys,
+        refresh_before: s.refresh_before,
+        absolute_timeout: s.absolute_timeout,
+        idle_timeout: s.idle_timeout,
+        redis_url: s.redis.map(|r| Secret::new(r.url)),
+    }
+}
+
+fn read_secret_file(field: &str, path: &Path, problems: &mut Vec<String>) -> Option<Secret> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Some(Secret::new(s.trim())),
+        Ok(_) => {
+            problems.push(format!("{field}: {} is empty", path.display()));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{field}: cannot read {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+fn validate_routes(routes: Vec<RouteFile>, problems: &mut Vec<String>) -> Policy {
+    let mut out: Vec<Route> = Vec::new();
+    if routes.is_empty() {
+        problems.push("routes: empty; every request would be denied".into());
+    }
+    for (i, r) in routes.into_iter().enumerate() {
+        let field = format!("routes[{i}]");
+        if r.name.is_empty()
+            || !r
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            problems.push(format!(
+                "{field}.name: letters, digits, '-', '_' and '.' only"
+            ));
+        }
+        if r.name == "none" || out.iter().any(|o| o.name.as_str() == r.name) {
+            problems.push(format!(
+                "{field}.name: {:?} is reserved or already used",
+                r.name
+            ));
+        }
+        let path = match (r.path_prefix, r.path) {
+            (Some(p), None) => PathMatch::Prefix(p),
+            (None, Some(p)) => PathMatch::Exact(p),
+            _ => {
+                problems.push(format!("{field}: set exactly one of path_prefix and path"));
+                PathMatch::Prefix("/".into())
+            }
+        };
+        let (PathMatch::Prefix(p) | PathMatch::Exact(p)) = &path;
+        if !is_valid_config_path(p) {
+            problems.push(format!(
+                "{field}: {p:?} is not a plain absolute path (no '..', '//', ';', '%' or '?')"
+            ));
+        }
+        let methods = r.methods.map(|ms| {
+            ms.into_iter()
+                .map(|m| {
+                    if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                        problems.push(format!("{field}.methods: {m:?} is not a method name"));
+                    }
+                    m.to_ascii_uppercase()
+                })
+                .collect::<Vec<_>>()
+        });
+        let host = r.host.map(|h| {
+            let h = h.to_ascii_lowercase();
+            if h.is_empty()
+                || h.contains(['/', ':', ' '])
+                || h[1..].contains('*')
+                || (h.starts_with('*') && !h.starts_with("*."))
+            {
+                problems.push(format!(
+                    "{field}.host: {h:?} must be a host name or *.domain (no port)"
+                ));
+            }
+            HostMatch::parse(&h)
+        });
+        let action = match r.action {
+            ActionFile::Public => Action::Public,
+            ActionFile::Login => Action::Login,
+            ActionFile::Api => Action::Api,
+            ActionFile::Deny => Action::Deny,
+        };
+        let require = Requirements {
+            claims: r
+                .require
+                .claims
+                .into_iter()
+                .map(|(claim, v)| ClaimRequirement {
+                    claim,
+                    any_of: v.into_vec(),
+                })
+                .collect(),
+            groups: r.require.groups,
+            email_domains: r
+                .require
+                .email_domains
+                .into_iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+        };
+        let has_require = require != Requirements::default();
+        if has_require && matches!(action, Action::Public | Action::Deny) {
+            problems.push(format!(
+                "{field}.require: only login and api routes authenticate anyone"
+            ));
+        }
+        out.push(Route {
+            name: RouteName::new(&r.name),
+            host,
+            path,
+            methods,
+            action,
+            require,
+        });
+    }
+    Policy::new(out)
+}
+
+fn validate_headers(h: &HeadersFile, problems: &mut Vec<String>) -> IdentityHeaders {
+    let names = [
+        ("user", &h.user),
+        ("email", &h.email),
+        ("groups", &h.groups),
+    ];
+    for (field, name) in names {
+        let ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !matches!(
+                name.to_ascii_lowercase().as_str(),
+                "authorization" | "cookie" | "host"
+            );
+        if !ok {
+            problems.push(format!(
+                "upstream.headers.{field}: {name:?} is not a usable header name"
+            ));
+        }
+    }
+    if h.user.eq_ignore_ascii_case(&h.email)
+        || h.user.eq_ignore_ascii_case(&h.groups)
+        || h.email.eq_ignore_ascii_case(&h.groups)
+    {
+        problems.push("upstream.headers: user, email and groups need three different names".into());
+    }
+    IdentityHeaders::new(
+        &h.user.to_ascii_lowercase(),
+        &h.email.to_ascii_lowercase(),
+        &h.groups.to_ascii_lowercase(),
+    )
+}

@@ -1,0 +1,113 @@
+//! Fixtures for unit tests, integration tests and benchmarks, written once (the `testing` feature,
+//! which every test and bench build turns on through the dev-dependency on this crate): the keys
+//! under `tests/fixtures/keys`, a JWKS of their public halves, a verifier with them installed (no
+//! IdP needed), and tokens signed with them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use crate::idp::IdpClient;
+use crate::metrics::Metrics;
+use crate::token::keys::KeySet;
+use crate::token::{IdentityClaims, Issuer, JwksCache, TokenCache, Verifier, now_secs};
+
+/// The issuer and audience of [`verifier`] and [`claims`] (Auth0's shapes).
+pub const ISS: &str = "https://tenant.example.com/";
+pub const AUD: &str = "https://amundsen/api";
+
+/// A file of `tests/fixtures/keys`: `<key>.pem`, `<key>.jwk.json`, `<key>.pub.jwk.json` for the
+/// keys rs256-a, rs256-b and es256-a.
+pub fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/keys/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A JWKS document with the public halves of the named fixture keys.
+pub fn jwks(keys: &[&str]) -> String {
+    let keys: Vec<String> = keys
+        .iter()
+        .map(|k| fixture(&format!("{k}.pub.jwk.json")))
+        .collect();
+    format!(r#"{{"keys": [{}]}}"#, keys.join(","))
+}
+
+/// The key set of a provider publishing fixture keys rs256-a and es256-a.
+pub fn key_set() -> KeySet {
+    KeySet::from_json(jwks(&["rs256-a", "es256-a"]).as_bytes()).expect("fixture JWKS")
+}
+
+/// A key cache with [`key_set`] installed.
+pub fn keys() -> JwksCache {
+    let metrics = Arc::new(Metrics::new());
+    // Port 9 on loopback refuses at once: an unknown kid's refetch fails fast and keeps the set.
+    let cache = JwksCache::fixed(
+        "http://127.0.0.1:9/jwks".parse().expect("a URL"),
+        IdpClient::new(metrics.clone()),
+        metrics,
+        Duration::from_secs(3600),
+    );
+    cache.install(key_set());
+    cache
+}
+
+/// Bearer tokens of [`ISS`] for [`AUD`], checked with [`keys`]; `cache_entries` 0 makes every
+/// check cold.
+pub fn verifier(cache_entries: u64) -> Verifier {
+    let metrics = Arc::new(Metrics::new());
+    let issuer = Issuer::new(ISS, &[AUD.to_owned()], Arc::new(keys()));
+    Verifier::new(
+        vec![issuer],
+        IdentityClaims {
+            user_id_claim: "email".into(),
+            groups_claim: "groups".into(),
+        },
+        Duration::from_secs(30),
+        TokenCache::new(cache_entries, Duration::from_secs(300)),
+        metrics,
+    )
+}
+
+/// The claims of an Auth0 access token for alice that [`verifier`] accepts, valid for 5 minutes.
+pub fn claims() -> Value {
+    let now = now_secs();
+    json!({
+        "iss": ISS, "aud": [AUD, format!("{ISS}userinfo")], "sub": "auth0|123",
+        "iat": now, "exp": now + 300, "email": "alice@example.com", "email_verified": true,
+        "groups": ["ops"],
+    })
+}
+
+/// `claims` signed with fixture key `key` as `alg` (which may be wrong for the key, on purpose),
+/// with `kid` in the header.
+pub fn sign(key: &str, alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
+    let pem = fixture(&format!("{key}.pem"));
+    let encoding_key = match alg {
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem.as_bytes()),
+        _ => EncodingKey::from_rsa_pem(pem.as_bytes()),
+    }
+    .unwrap_or_else(|e| panic!("fixture key {key}: {e}"));
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &encoding_key).expect("signing with a fixture key")
+}
+
+/// `claims` signed as a provider publishing fixture key `key` would: its own algorithm, and the
+/// key's name as `kid`.
+pub fn mint(key: &str, claims: &Value) -> String {
+    let jwk: Value = serde_json::from_str(&fixture(&format!("{key}.jwk.json")))
+        .unwrap_or_else(|e| panic!("fixture key {key}: {e}"));
+    let alg = match jwk["alg"].as_str() {
+        Some("RS256") => Algorithm::RS256,
+        Some("ES256") => Algorithm::ES256,
+        other => panic!("fixture key {key}: unexpected alg {other:?}"),
+    };
+    sign(key, alg, Some(key), claims)
+}
+
+/// A token signed by fixture key rs256-a, as [`keys`] expects.
+pub fn rs(claims: &Value) -> String {
+    mint("rs256-a", claims)
+}
