@@ -1,9 +1,16 @@
-//! The `PORTCULLIS_*` environment overlay, applied to the YAML before it is read, and the helpers
-//! that write into the YAML tree (shared with the flaskoidc overlay).
+//! The environment as config: the `PORTCULLIS_*` overlay, applied to the YAML before it is read,
+//! and the helpers that write into the YAML tree (shared with the flaskoidc overlay).
+
+use std::collections::BTreeMap;
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::Env;
+/// Environment variables that are read as config. Passed in, so tests need not touch the process.
+pub type Env = BTreeMap<String, String>;
+
+pub fn process_env() -> Env {
+    std::env::vars().collect()
+}
 
 /// `PORTCULLIS_SECTION__KEY=value` sets `section.key`; the list sections are whole variables
 /// (`PORTCULLIS_ROUTES`, `PORTCULLIS_BEARER`). A value starting with `[` or `{` is YAML (lists,

@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
 
-use super::EnvoyMetadata;
+use super::settings::EnvoyMetadata;
 use crate::authz::UpstreamAuthorization;
 use crate::idp::TokenEndpointAuth;
 use crate::session::StoreKind;
@@ -267,5 +267,13 @@ impl Default for LogFile {
             level: "info".into(),
             envoy_metadata: EnvoyMetadata::Identity,
         }
+    }
+}
+
+/// `base` resolves a relative `*_file` path: the config file's folder.
+pub(super) fn resolve(base: Option<&Path>, p: &Path) -> PathBuf {
+    match base {
+        Some(b) if p.is_relative() => b.join(p),
+        _ => p.to_owned(),
     }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
-use super::env::{set, string_list};
-use super::{Env, resolve};
+use super::env::{Env, set, string_list};
+use super::file::resolve;
 
 /// Writes what the flaskoidc variables in `env` say into the YAML tree.
 pub(super) fn overlay(

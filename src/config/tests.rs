@@ -1,5 +1,8 @@
+use std::time::Duration;
+
 use super::*;
-use crate::authz::Action;
+use crate::authz::{Action, UpstreamAuthorization};
+use crate::session::StoreKind;
 
 const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
 

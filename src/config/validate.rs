@@ -7,11 +7,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use url::Url;
 
+use super::file::resolve;
 use super::file::{
     ActionFile, BearerFile, FileConfig, HeadersFile, LoginFile, ProviderFile, RequireFile,
     RouteFile, SessionFile,
 };
-use super::{BearerIssuer, Config, Listen, Log, Login, Provider, SessionConfig, resolve};
+use super::settings::{BearerIssuer, Config, Listen, Log, Login, Provider, SessionConfig};
 use crate::authz::path::is_valid_config_path;
 use crate::authz::policy::{
     ClaimRequirement, HostMatch, PathMatch, Requirements, Route, RouteName,

@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod cookie;
+pub mod record;
 pub mod store;
 
 use std::sync::Arc;
@@ -13,28 +14,11 @@ use serde_json::{Map, Value};
 
 pub use codec::{Codec, Purpose};
 pub use cookie::{Cookies, Jar};
+pub use record::Session;
 pub use store::{Backend, StoreError, StoreKind};
 
-use crate::identity::Principal;
 use crate::secret::KeyedHash;
 use crate::token::validate;
-
-/// One logged-in browser.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Session {
-    /// Random, per login: names the session for single-flight refreshes.
-    pub sid: String,
-    pub principal: Principal,
-    pub id_token: String,
-    pub access_token: Option<String>,
-    /// Unix seconds; 0 when unknown.
-    pub access_expires_at: u64,
-    /// When the current access token was obtained (its lifetime bounds how early it is refreshed).
-    pub access_issued_at: u64,
-    pub refresh_token: Option<String>,
-    pub created_at: u64,
-    pub seen_at: u64,
-}
 
 /// Why a request carries no usable session. Bounded: a log field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,6 +222,7 @@ impl SessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Principal;
     use crate::secret::Secret;
 
     fn store() -> SessionStore {

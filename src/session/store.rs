@@ -9,7 +9,7 @@ use redis::AsyncCommands as _;
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::Session;
+use super::record::Session;
 
 #[derive(Debug, Error)]
 pub enum StoreError {

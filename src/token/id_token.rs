@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::JwksCache;
+use super::jwks::JwksCache;
 use super::validate::{self, TokenRejection};
 
 /// The claims of a valid ID token.

@@ -145,4 +145,23 @@ pub fn now_secs() -> u64 {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use crate::testing::{claims, rs, verifier};
+
+    #[tokio::test]
+    async fn a_repeated_token_is_served_from_the_cache() {
+        let v = verifier(100);
+        let t = rs(&claims());
+        let first = v.verify(&t).await.unwrap();
+        let second = v.verify(&t).await.unwrap();
+        assert!(
+            std::sync::Arc::ptr_eq(&first, &second),
+            "the second check must come from the cache"
+        );
+        let scrape = v.metrics.encode();
+        assert!(
+            scrape.contains("portcullis_token_cache_requests_total{result=\"hit\"} 1"),
+            "{scrape}"
+        );
+    }
+}

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::KeyMiss;
+use super::jwks::KeyMiss;
 use super::keys::VerifyKey;
 
 /// Longer tokens are refused before any decoding. Auth0 access tokens are 1-3 KiB.

@@ -23,9 +23,9 @@ use super::policy::RouteName;
 use super::request::AuthzRequest;
 use crate::idp::TokenEndpoint;
 use crate::metrics::Metrics;
+use crate::session::Session;
 use crate::session::SessionStore;
 use crate::token::JwksCache;
-use refresh::Refreshed;
 
 /// How long a browser may take at the IdP before its login cookie expires.
 const LOGIN_TTL: Duration = Duration::from_secs(600);
@@ -56,6 +56,16 @@ pub struct LoginSettings {
     pub leeway: u64,
     /// Refresh the access token when less than this remains (at most half its lifetime).
     pub refresh_before: Duration,
+}
+
+/// How a refresh ended, shared by every request that waited for it.
+#[derive(Debug)]
+enum Refreshed {
+    Tokens(Box<Session>),
+    /// The IdP refused the refresh token (`invalid_grant`): the session is over.
+    Ended,
+    /// The IdP could not be asked or answered badly: keep the session while its token lasts.
+    Failed,
 }
 
 pub struct LoginFlow {

@@ -3,20 +3,10 @@
 
 use std::sync::Arc;
 
-use super::LoginFlow;
+use super::{LoginFlow, Refreshed};
 use crate::idp::{Grant, TokenError};
 use crate::metrics::RefreshResult;
 use crate::session::{Session, SessionMiss};
-
-/// How a refresh ended.
-#[derive(Debug)]
-pub(super) enum Refreshed {
-    Tokens(Box<Session>),
-    /// The IdP refused the refresh token (`invalid_grant`): the session is over.
-    Ended,
-    /// The IdP could not be asked or answered badly: keep the session while its token lasts.
-    Failed,
-}
 
 impl LoginFlow {
     /// The session with an access token fit for use: refreshed when less than `refresh_before`
