@@ -76,7 +76,7 @@ impl Stack {
         for (k, v) in patch.as_object().unwrap() {
             claims[k] = v.clone();
         }
-        mint_token(key, claims)
+        mint(key, &claims)
     }
 
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
@@ -407,7 +407,7 @@ fn every_shipped_envoy_config_validates() {
     );
 }
 
-/// The fixtures agree with themselves: each key signs through `mint_token` and verifies with its
+/// The fixtures agree with themselves: each key signs through `testing::mint` and verifies with its
 /// public JWK, and the OP's JWKS holds exactly rs256-a. Needs nothing installed.
 #[test]
 fn fixture_keys_match_their_jwks() {
@@ -415,7 +415,7 @@ fn fixture_keys_match_their_jwks() {
     let dir = repo_root().join("tests/fixtures/keys");
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
     for key in ["rs256-a", "rs256-b", "es256-a"] {
-        let token = mint_token(key, json!({"sub": "x", "exp": now() + 60}));
+        let token = mint(key, &json!({"sub": "x", "exp": now() + 60}));
         let header = decode_header(&token).unwrap();
         assert_eq!(header.kid.as_deref(), Some(key));
         let public: Jwk = serde_json::from_str(&read(&format!("{key}.pub.jwk.json"))).unwrap();

@@ -61,7 +61,10 @@ fn an_import_up_a_layer_is_refused() {
 
 #[test]
 fn modules_of_one_layer_do_not_import_each_other() {
-    let src = src_with("http/admin.rs", "fn f() { crate::grpc::convert::check_response(); }");
+    let src = src_with(
+        "http/admin.rs",
+        "fn f() { crate::grpc::convert::check_response(); }",
+    );
     let (ok, text) = layers(src.path());
     assert!(!ok);
     assert!(text.contains("http and grpc share a layer"), "{text}");

@@ -12,9 +12,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use portcullis::config::{Config, Env};
 use portcullis::proto::AuthorizationClient;
+use portcullis::testing::{jwks, sign};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot};
@@ -25,20 +26,6 @@ use tonic_health::pb::health_client::HealthClient;
 const AUD: &str = "https://amundsen.example/api";
 /// A little more than the `jwks_min_refetch_interval: 2s` the harness configures.
 const REFETCH_INTERVAL_PASSED: Duration = Duration::from_millis(2100);
-
-fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/keys/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// A JWKS document with the public halves of the named fixture keys.
-fn jwks(keys: &[&str]) -> String {
-    let keys: Vec<String> = keys
-        .iter()
-        .map(|k| fixture(&format!("{k}.pub.jwk.json")))
-        .collect();
-    format!(r#"{{"keys": [{}]}}"#, keys.join(","))
-}
 
 #[derive(Default)]
 struct Idp {
@@ -163,10 +150,7 @@ impl Harness {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = json!({"iss": self.issuer, "aud": AUD, "sub": "u1", "email": "u1@example.com",
                             "iat": now, "exp": now + 300, "jti": rand_jti()});
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(kid.into());
-        let key = EncodingKey::from_rsa_pem(fixture(&format!("{key}.pem")).as_bytes()).unwrap();
-        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+        sign(key, Algorithm::RS256, Some(kid), &claims)
     }
 
     /// The HTTP status Envoy would answer with (200 for allow).

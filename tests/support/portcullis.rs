@@ -1,0 +1,184 @@
+//! The portcullis binary as a child process, and what it accepts without a login: a sealed session
+//! cookie and the Check request Envoy sends.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use ::portcullis::proto::CheckRequest;
+use serde_yaml_ng::Value;
+
+use super::proc::tempdir;
+use super::*;
+
+// portcullis
+
+pub struct Portcullis {
+    pub proc: Proc,
+    pub grpc_port: u16,
+    /// `http://127.0.0.1:<admin port>`
+    pub admin: String,
+    pub config_path: PathBuf,
+}
+
+impl Portcullis {
+    /// Starts `portcullis serve --config <file>` with `config` (YAML, DESIGN.md's keys) and waits
+    /// until its admin `/readyz` answers 200 (discovery and keys loaded). `listen.grpc` and
+    /// `listen.admin` are filled with free loopback ports when the YAML leaves them out. Logs at
+    /// debug level (one line per check).
+    pub async fn start(config: &str) -> Self {
+        Self::start_logging(config, "portcullis=debug,info").await
+    }
+
+    /// [`Portcullis::start`] with `RUST_LOG` = `filter`.
+    pub async fn start_logging(config: &str, filter: &str) -> Self {
+        let mut yaml: Value = serde_yaml_ng::from_str(config).expect("portcullis config is YAML");
+        let Value::Mapping(root) = &mut yaml else {
+            panic!("portcullis config is not a mapping:\n{config}");
+        };
+        let listen = root
+            .entry("listen".into())
+            .or_insert_with(|| Value::Mapping(Default::default()));
+        let Value::Mapping(listen) = listen else {
+            panic!("listen is not a mapping:\n{config}");
+        };
+        for key in ["grpc", "admin"] {
+            listen
+                .entry(key.into())
+                .or_insert_with(|| format!("127.0.0.1:{}", free_port()).into());
+        }
+        let addr = |key: &str| -> std::net::SocketAddr {
+            listen[key]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("listen.{key} is not an address: {:?}", listen[key]))
+        };
+        let (grpc, admin) = (addr("grpc"), addr("admin"));
+
+        let dir = tempdir("portcullis");
+        let config_path = dir.path().join("portcullis.yaml");
+        std::fs::write(&config_path, serde_yaml_ng::to_string(&yaml).unwrap()).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args(["serve", "--config"]).arg(&config_path);
+        // The environment overrides the file (PORTCULLIS_*, flaskoidc's names): keep it out.
+        for (var, _) in std::env::vars_os() {
+            let var = var.to_string_lossy();
+            if [
+                "PORTCULLIS_",
+                "FLASK_OIDC_",
+                "OIDC_",
+                "OVERWRITE_REDIRECT_URI",
+            ]
+            .iter()
+            .any(|p| var.starts_with(p))
+            {
+                cmd.env_remove(&*var);
+            }
+        }
+        cmd.env("RUST_LOG", filter);
+        let mut proc = Proc::spawn("portcullis", cmd, dir);
+        let admin_url = format!("http://127.0.0.1:{}", admin.port());
+        proc.wait_for_http(&format!("{admin_url}/readyz"), 200, None)
+            .await;
+        Self {
+            proc,
+            grpc_port: grpc.port(),
+            admin: admin_url,
+            config_path,
+        }
+    }
+
+    /// SIGTERM, and its exit status (it must exit within 15 s).
+    pub fn stop(&mut self) -> ExitStatus {
+        self.proc
+            .terminate(Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("portcullis ignored SIGTERM\n{}", self.proc.output()))
+    }
+
+    /// Its Prometheus scrape.
+    pub async fn metrics(&self) -> String {
+        http_client()
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// A `Cookie` header carrying a session that portcullis (cookie store, `session.secret` = `secret`,
+/// `session.secure` = `secure`, the default cookie name) accepts: sealed by portcullis's own code,
+/// as a login through the provider would leave it, for `email` with `access_token` forwarded
+/// upstream. Its access token never needs a refresh (no refresh token, expiry an hour away).
+pub async fn session_cookie(secret: &str, secure: bool, email: &str, access_token: &str) -> String {
+    use ::portcullis::session::{Backend, Session};
+    let now = now();
+    let claims = serde_json::json!({"email": email, "email_verified": true, "groups": ["ops"]});
+    let session = Session {
+        sid: format!("bench-{}", rand::random::<u64>()),
+        principal: ::portcullis::identity::Principal::from_claims(
+            format!("auth0|{email}"),
+            claims.as_object().unwrap().clone(),
+            "email",
+            "groups",
+        ),
+        id_token: "unused.id.token".into(),
+        access_token: Some(access_token.to_owned()),
+        access_expires_at: now + 3600,
+        access_issued_at: now,
+        refresh_token: None,
+        created_at: now,
+        seen_at: now,
+    };
+    store_session(secret, secure, &session, Backend::Cookie).await
+}
+
+/// The `Cookie` header value a browser would send for `session`, stored in `backend` (a
+/// server-side store keeps the session and the cookie only its sealed id).
+pub async fn store_session(
+    secret: &str,
+    secure: bool,
+    session: &::portcullis::session::Session,
+    backend: ::portcullis::session::Backend,
+) -> String {
+    use ::portcullis::session::{Codec, Cookies, SessionStore};
+    let store = SessionStore::new(
+        Codec::new(&[::portcullis::secret::Secret::new(secret.to_owned())]),
+        Cookies::new("portcullis", secure),
+        Duration::from_secs(8 * 3600),
+        Duration::from_secs(3600),
+        backend,
+    );
+    let set_cookies = store.save(session, &[]).await.expect("cookie store");
+    set_cookies
+        .iter()
+        .filter_map(|c| c.split(';').next())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The Check request Envoy sends for `GET <path>` on `host` (HTTPS) with `headers` (lowercase
+/// names: only what `allowed_headers` lets through).
+pub fn check_request(host: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    use ::portcullis::proto::{AttributeContext, attribute_context};
+    let http = attribute_context::HttpRequest {
+        method: "GET".into(),
+        host: host.into(),
+        scheme: "https".into(),
+        protocol: "HTTP/1.1".into(),
+        path: path.into(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Default::default()
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request { http: Some(http) }),
+            ..Default::default()
+        }),
+    }
+}
