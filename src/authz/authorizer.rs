@@ -97,10 +97,6 @@ impl Authorizer {
         self
     }
 
-    pub fn verifier(&self) -> &Arc<Verifier> {
-        &self.verifier
-    }
-
     pub async fn check(&self, req: &AuthzRequest) -> Decision {
         if req.method.is_empty() || req.path.is_empty() {
             return self.deny(&self.unmatched, DenyReason::InvalidRequest);
