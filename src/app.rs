@@ -18,7 +18,7 @@ use crate::metrics::{FetchTrigger, Metrics};
 use crate::readiness::{Loaded, Readiness};
 use crate::session::store::{MemoryStore, RedisStore};
 use crate::session::{Backend, Codec, Cookies, SessionStore, StoreKind};
-use crate::token::{IdentityClaims, Issuer, JwksCache, TokenCache, Verifier};
+use crate::token::{IdentityClaims, Issuer, JwksCache, TimeRules, TokenCache, Verifier};
 
 /// Validated tokens kept at most; ~1 KiB each with their claims.
 const TOKEN_CACHE_ENTRIES: u64 = 10_000;
@@ -93,7 +93,7 @@ impl Core {
                 user_id_claim: config.provider.user_id_claim.clone(),
                 groups_claim: config.provider.groups_claim.clone(),
             },
-            config.provider.leeway,
+            time_rules(config),
             TokenCache::new(TOKEN_CACHE_ENTRIES, TOKEN_CACHE_MAX_TTL),
             metrics.clone(),
         ));
@@ -103,11 +103,10 @@ impl Core {
             config.identity_headers.clone(),
         );
         let provider_keys = caches[0].1.clone();
-        if config.session.keys.is_empty() {
-            tracing::warn!(
-                "no session.secret: browser login is off, login routes answer 401 like api routes"
-            );
-        } else {
+        for warning in config_warnings(config) {
+            tracing::warn!("{warning}");
+        }
+        if !config.session.keys.is_empty() {
             authorizer = authorizer.with_login(
                 login_flow(
                     config,
@@ -125,6 +124,13 @@ impl Core {
             caches: caches.into_iter().map(|(_, c)| c).collect(),
             metrics,
         })
+    }
+}
+
+fn time_rules(config: &Config) -> TimeRules {
+    TimeRules {
+        leeway: config.provider.leeway.as_secs(),
+        max_lifetime: config.provider.max_token_lifetime.as_secs(),
     }
 }
 
@@ -187,7 +193,7 @@ fn login_flow(
             allowed_redirect_hosts: l.allowed_redirect_hosts.clone(),
             user_id_claim: p.user_id_claim.clone(),
             groups_claim: p.groups_claim.clone(),
-            leeway: p.leeway.as_secs(),
+            time_rules: time_rules(config),
             refresh_before: config.session.refresh_before,
         },
         keys,
@@ -356,6 +362,26 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// What is allowed but worth knowing, said by `check-config` (and logged by `serve`).
+pub fn config_warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.session.keys.is_empty() {
+        out.push(
+            "no session.secret: browser login is off, login routes answer 401 like api routes"
+                .to_owned(),
+        );
+    } else if config.session.store == StoreKind::Cookie {
+        out.push(format!(
+            "session.store cookie keeps each session in the browser, at most {} KB sealed: a user \
+             whose tokens carry hundreds of groups ({}) cannot sign in there and is told so; \
+             session.store redis or memory keeps any size",
+            Cookies::MAX_VALUE / 1000,
+            config.provider.groups_claim
+        ));
+    }
+    out
+}
+
 /// `check-config`: every issuer's discovery document and keys, one line each. True when all load.
 pub async fn check_providers(config: &Config) -> bool {
     let core = match Core::build(config, Arc::new(Metrics::new())).await {
@@ -365,6 +391,9 @@ pub async fn check_providers(config: &Config) -> bool {
             return false;
         }
     };
+    for warning in config_warnings(config) {
+        println!("warning: {warning}");
+    }
     let mut ok = true;
     for cache in &core.caches {
         match cache.refresh(FetchTrigger::startup).await {

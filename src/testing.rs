@@ -12,7 +12,13 @@ use serde_json::{Value, json};
 use crate::idp::IdpClient;
 use crate::metrics::Metrics;
 use crate::token::keys::KeySet;
-use crate::token::{IdentityClaims, Issuer, JwksCache, TokenCache, Verifier, now_secs};
+use crate::token::{IdentityClaims, Issuer, JwksCache, TimeRules, TokenCache, Verifier, now_secs};
+
+/// The defaults of `provider.leeway` and `provider.max_token_lifetime`.
+pub const TIME_RULES: TimeRules = TimeRules {
+    leeway: 30,
+    max_lifetime: 24 * 3600,
+};
 
 /// The issuer and audience of [`verifier`] and [`claims`] (Auth0's shapes).
 pub const ISS: &str = "https://tenant.example.com/";
@@ -64,7 +70,7 @@ pub fn verifier(cache_entries: u64) -> Verifier {
             user_id_claim: "email".into(),
             groups_claim: "groups".into(),
         },
-        Duration::from_secs(30),
+        TIME_RULES,
         TokenCache::new(cache_entries, Duration::from_secs(300)),
         metrics,
     )

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use portcullis::identity::Principal;
 use portcullis::testing::*;
 use portcullis::token::keys::KeySet;
-use portcullis::token::{TokenRejection, now_secs, validate};
+use portcullis::token::{Origin, TokenRejection, now_secs, validate};
 
 fn with(f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
     let mut c = claims();
@@ -61,9 +61,11 @@ fn pss_signatures_verify_with_an_rsa_key_and_cannot_be_relabelled() {
     let expected = validate::Expected {
         audiences: &[AUD.to_owned()],
         now: now_secs(),
-        leeway: 30,
+        rules: TIME_RULES,
     };
-    let check = |t: &str| validate::verify(validate::decode(t)?, &key, &expected).map(|c| c.sub);
+    let check = |t: &str| {
+        validate::verify(validate::decode(t, Origin::Bearer)?, &key, &expected).map(|c| c.sub)
+    };
     let pss = sign("rs256-a", Algorithm::PS256, Some("rs256-a"), &claims());
     assert_eq!(check(&pss).ok().as_deref(), Some("auth0|123"));
     // The same PKCS#1 v1.5 signature under a PS256 header is not a PSS signature, and back.
@@ -231,6 +233,26 @@ async fn not_before_and_issued_at_in_the_future_are_refused() {
 }
 
 #[tokio::test]
+async fn a_token_may_not_claim_a_life_beyond_the_maximum() {
+    let now = now_secs();
+    let day = 24 * 3600;
+    let t = rs(&with(|c| {
+        c.insert("exp".into(), json!(now + day));
+    }));
+    assert!(verify(&t).await.is_ok(), "exactly the 24h default");
+    for exp in [now + day + 1, u64::MAX] {
+        let t = rs(&with(|c| {
+            c.insert("exp".into(), json!(exp));
+        }));
+        assert_eq!(
+            verify(&t).await.unwrap_err(),
+            TokenRejection::LifetimeTooLong,
+            "exp {exp}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn wrongly_typed_claims_are_refused() {
     let now = now_secs();
     for (claim, value) in [
@@ -242,6 +264,11 @@ async fn wrongly_typed_claims_are_refused() {
         ("iss", json!([ISS])),
         ("aud", json!(42)),
         ("aud", json!([AUD, 7])),
+        // NumericDates are whole seconds (RFC 9068): `1e300` would never expire.
+        ("exp", json!(1e300)),
+        ("exp", json!(now as f64 + 300.5)),
+        ("iat", json!(now as f64 - 0.5)),
+        ("exp", json!(-1)),
     ] {
         let t = rs(&with(|c| {
             c.insert(claim.into(), value.clone());
@@ -257,7 +284,8 @@ async fn wrongly_typed_claims_are_refused() {
 
 #[tokio::test]
 async fn required_claims_must_be_present() {
-    for claim in ["exp", "iss", "aud", "sub"] {
+    // iat too: an access token without one cannot be held to a maximum lifetime (RFC 9068 2.2).
+    for claim in ["exp", "iss", "aud", "sub", "iat"] {
         let t = rs(&with(|c| {
             c.remove(claim);
         }));

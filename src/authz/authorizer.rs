@@ -11,7 +11,7 @@ use super::credentials::{self, Credential};
 use super::decision::{Allow, AllowReason, Decision, Deny, DenyReason};
 use super::login::LoginFlow;
 use super::path;
-use super::policy::{Action, Policy, Route, RouteName};
+use super::policy::{self, Action, Policy, Route, RouteName};
 use super::request::AuthzRequest;
 use crate::identity::Principal;
 use crate::session::cookie::Stripped;
@@ -101,6 +101,11 @@ impl Authorizer {
         if req.method.is_empty() || req.path.is_empty() {
             return self.deny(&self.unmatched, DenyReason::InvalidRequest);
         }
+        // One canonical host for every host comparison; an authority with none is refused, so
+        // that no spelling of a host (`admin.example.`) slips past the routes scoped to it.
+        let Some(host) = policy::host_of(&req.authority) else {
+            return self.deny(&self.unmatched, DenyReason::InvalidRequest);
+        };
         let path = match path::clean_path(&req.path) {
             Ok(p) => p,
             Err(why) => return self.deny(&self.unmatched, DenyReason::Path(why)),
@@ -119,7 +124,7 @@ impl Authorizer {
         // matches no route is refused, never a fallback to path matching.
         let route = match req.context.get(ROUTE_EXTENSION) {
             Some(name) => self.policy.route_named(name),
-            None => self.policy.route_for(&req.method, &req.authority, path),
+            None => self.policy.route_for(&req.method, host, path),
         };
         let Some(route) = route else {
             return self.deny(&self.unmatched, DenyReason::NoRoute);
@@ -201,9 +206,19 @@ impl Authorizer {
                     Some(Arc::new(s.principal)),
                     set_cookies,
                 );
-                if let (Decision::Allow(a), Some(token)) = (&mut decision, token) {
-                    a.set_headers
-                        .push((Arc::from("authorization"), format!("Bearer {token}")));
+                if let Decision::Allow(a) = &mut decision {
+                    match token {
+                        Some(token) => a
+                            .set_headers
+                            .push((Arc::from("authorization"), format!("Bearer {token}"))),
+                        // The session let this request in, not whatever the client put in
+                        // Authorization (an unsigned JWT, Basic): an upstream that trusts
+                        // portcullis to have checked bearer tokens must never read it.
+                        None if req.header("authorization").is_some() => {
+                            a.remove_headers.push(Arc::from("authorization"));
+                        }
+                        None => {}
+                    }
                 }
                 return decision;
             }
@@ -271,7 +286,11 @@ impl Authorizer {
                 push_header(&mut set_headers, &self.headers.email, email);
             }
             if !p.groups.is_empty() {
-                push_header(&mut set_headers, &self.headers.groups, &p.groups.join(","));
+                push_header(
+                    &mut set_headers,
+                    &self.headers.groups,
+                    &groups_header(&p.groups),
+                );
             }
         }
         let mut remove_headers: Vec<Arc<str>> = self
@@ -298,6 +317,25 @@ impl Authorizer {
             set_cookies,
         })
     }
+}
+
+/// The groups as one header value: comma-separated, each name with `%` and `,` percent-encoded, so
+/// that `["eng,admins", "ops"]` stays two groups (`eng%2Cadmins,ops`) and decoding is unambiguous.
+pub fn groups_header(groups: &[String]) -> String {
+    let mut out = String::new();
+    for (i, group) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for c in group.chars() {
+            match c {
+                '%' => out.push_str("%25"),
+                ',' => out.push_str("%2C"),
+                c => out.push(c),
+            }
+        }
+    }
+    out
 }
 
 /// A claim with control characters would make an invalid header: it is left out (and so removed).

@@ -128,6 +128,8 @@ pub struct Page {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PageReason {
     MissingState,
+    /// A `state` that portcullis cannot have issued.
+    MalformedState,
     UnknownState,
     ReplayedState,
     DuplicateParameter,
@@ -136,12 +138,15 @@ pub enum PageReason {
     TokenEndpointFailed,
     IdTokenInvalid,
     LoginUnavailable,
+    /// The new session does not fit in cookies (the cookie store) and so would never be read back.
+    SessionTooLarge,
 }
 
 impl PageReason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::MissingState => "callback_missing_state",
+            Self::MalformedState => "callback_malformed_state",
             Self::UnknownState => "callback_unknown_state",
             Self::ReplayedState => "callback_replayed_state",
             Self::DuplicateParameter => "callback_duplicate_parameter",
@@ -150,6 +155,7 @@ impl PageReason {
             Self::TokenEndpointFailed => "token_endpoint_failed",
             Self::IdTokenInvalid => "id_token_invalid",
             Self::LoginUnavailable => "login_unavailable",
+            Self::SessionTooLarge => "session_too_large",
         }
     }
 }

@@ -77,16 +77,18 @@ pub enum HostMatch {
 }
 
 impl HostMatch {
-    /// `pattern` is lowercased by the config loader.
+    /// `pattern` is lowercased by the config loader; a trailing dot is dropped, as [`host_of`]
+    /// drops it from requests.
     pub fn parse(pattern: &str) -> Self {
+        let pattern = pattern.strip_suffix('.').unwrap_or(pattern);
         match pattern.strip_prefix('*') {
             Some(suffix) => Self::Subdomain(suffix.to_owned()),
             None => Self::Exact(pattern.to_owned()),
         }
     }
 
-    fn matches(&self, authority: &str) -> bool {
-        let host = host_without_port(authority);
+    /// `host` as [`host_of`] gives it.
+    fn matches(&self, host: &str) -> bool {
         match self {
             Self::Exact(h) => host.eq_ignore_ascii_case(h),
             Self::Subdomain(suffix) => {
@@ -98,18 +100,48 @@ impl HostMatch {
     }
 }
 
-/// `example.com:8080` -> `example.com`, `[::1]:80` -> `[::1]`.
-pub fn host_without_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return match authority.find(']') {
-            Some(end) => &authority[..=end],
-            None => authority,
-        };
+/// The host of an authority (`host[:port]`) in the one form routes compare: without the port and
+/// without a trailing dot (`admin.example.:443` is `admin.example`; case is ignored by every
+/// comparison). `None` when the authority is not a host name, an IPv4 address or a bracketed
+/// IPv6 address, with an optional port: such a request cannot be matched against host routes, so
+/// it is refused rather than let past them.
+pub fn host_of(authority: &str) -> Option<&str> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let end = rest.find(']')?;
+            let literal = &rest[..end];
+            if literal.is_empty()
+                || !literal
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
+                return None;
+            }
+            (&authority[..end + 2], &rest[end + 1..])
+        }
+        None => match authority.rfind(':') {
+            Some(i) => (&authority[..i], &authority[i..]),
+            None => (authority, ""),
+        },
+    };
+    if !port.is_empty() {
+        let digits = port.strip_prefix(':')?;
+        if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
     }
-    match authority.rfind(':') {
-        Some(i) => &authority[..i],
-        None => authority,
+    if host.starts_with('[') {
+        return Some(host);
     }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let labels_ok = host.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    labels_ok.then_some(host)
 }
 
 /// A claim value the route requires: the claim equals one of these strings, or (for an array claim)
@@ -174,9 +206,9 @@ pub struct Route {
 }
 
 impl Route {
-    fn matches(&self, method: &str, authority: &str, path: &str) -> bool {
+    fn matches(&self, method: &str, host: &str, path: &str) -> bool {
         self.path.matches(path)
-            && self.host.as_ref().is_none_or(|h| h.matches(authority))
+            && self.host.as_ref().is_none_or(|h| h.matches(host))
             && self
                 .methods
                 .as_ref()
@@ -195,11 +227,10 @@ impl Policy {
         Self { routes }
     }
 
-    /// The first route matching the request. `path` must come from [`super::path::clean_path`].
-    pub fn route_for(&self, method: &str, authority: &str, path: &str) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|r| r.matches(method, authority, path))
+    /// The first route matching the request. `host` must come from [`host_of`] and `path` from
+    /// [`super::path::clean_path`].
+    pub fn route_for(&self, method: &str, host: &str, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(method, host, path))
     }
 
     /// The route of this name: Envoy may choose it per Envoy route through `context_extensions`.
@@ -251,6 +282,7 @@ mod tests {
     }
 
     fn name(p: &Policy, method: &str, host: &str, path: &str) -> String {
+        let host = host_of(host).unwrap();
         p.route_for(method, host, path).unwrap().name.to_string()
     }
 
@@ -284,6 +316,7 @@ mod tests {
         assert_eq!(name(&p, "GET", "A.INTERNAL.EXAMPLE", "/x"), "internal");
         assert_eq!(name(&p, "GET", "internal.example", "/x"), "app");
         assert_eq!(name(&p, "GET", "evilinternal.example", "/x"), "app");
+        assert_eq!(name(&p, "GET", "a.internal.example.", "/x"), "internal");
     }
 
     #[test]
@@ -293,10 +326,42 @@ mod tests {
     }
 
     #[test]
-    fn host_port_is_ignored() {
-        assert_eq!(host_without_port("example.com:8080"), "example.com");
-        assert_eq!(host_without_port("example.com"), "example.com");
-        assert_eq!(host_without_port("[::1]:80"), "[::1]");
-        assert!(HostMatch::parse("example.com").matches("EXAMPLE.com:443"));
+    fn hosts_are_compared_without_port_case_or_trailing_dot() {
+        assert_eq!(host_of("example.com:8080"), Some("example.com"));
+        assert_eq!(host_of("example.com"), Some("example.com"));
+        assert_eq!(host_of("admin.example."), Some("admin.example"));
+        assert_eq!(host_of("admin.example.:443"), Some("admin.example"));
+        assert_eq!(host_of("[::1]:80"), Some("[::1]"));
+        assert_eq!(host_of("127.0.0.1:10000"), Some("127.0.0.1"));
+        let admin = HostMatch::parse("admin.example");
+        assert!(admin.matches(host_of("ADMIN.example.:443").unwrap()));
+        assert!(HostMatch::parse("admin.example.").matches("admin.example"));
+        assert!(HostMatch::parse("*.example").matches(host_of("a.example.").unwrap()));
+    }
+
+    #[test]
+    fn odd_authorities_have_no_host() {
+        for odd in [
+            "",
+            ".",
+            "admin.example..",
+            "admin..example",
+            ".admin.example",
+            "admin.example:",
+            "admin.example:80:80",
+            "admin.example:x",
+            "admin.example:123456",
+            "admin example",
+            "admin%2eexample",
+            "admin.example\r\nx: y",
+            "user@admin.example",
+            "[::1",
+            "[]:80",
+            "[::1]x",
+            "[::1]:80:80",
+            "[vhost]",
+        ] {
+            assert_eq!(host_of(odd), None, "{odd:?}");
+        }
     }
 }

@@ -71,6 +71,7 @@ impl Deny {
                 | TokenRejection::BadSignature
                 | TokenRejection::NotYetValid
                 | TokenRejection::WrongAudience
+                | TokenRejection::LifetimeTooLong
                 | TokenRejection::InvalidClaims => (
                     401,
                     Some(BearerError::InvalidToken),
@@ -134,6 +135,7 @@ impl Page {
     pub fn response(&self) -> DenyResponse {
         let (status, title, message) = match self.reason {
             PageReason::MissingState
+            | PageReason::MalformedState
             | PageReason::UnknownState
             | PageReason::ReplayedState
             | PageReason::DuplicateParameter
@@ -153,6 +155,12 @@ impl Page {
                 502,
                 "Sign-in failed",
                 "The identity provider could not be reached or gave an answer that cannot be trusted.",
+            ),
+            PageReason::SessionTooLarge => (
+                500,
+                "Sign-in failed",
+                "Your sign-in is too large for this browser to keep (an account in very many groups). \
+                 The administrator can keep sessions on the server instead (session.store: redis).",
             ),
         };
         let retry = html_escape(&self.retry);

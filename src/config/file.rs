@@ -76,6 +76,9 @@ pub(super) struct ProviderFile {
     pub(super) jwks_min_refetch_interval: Duration,
     #[serde(default = "default_leeway", with = "humantime_serde")]
     pub(super) leeway: Duration,
+    /// `exp - iat` beyond this is refused (access tokens must carry `iat`, RFC 9068).
+    #[serde(default = "default_max_token_lifetime", with = "humantime_serde")]
+    pub(super) max_token_lifetime: Duration,
     /// How the client authenticates at the token endpoint; by default `client_secret_basic`
     /// unless discovery lists only `client_secret_post`.
     pub(super) token_endpoint_auth_method: Option<TokenEndpointAuth>,
@@ -97,6 +100,9 @@ fn default_jwks_refresh() -> Duration {
 }
 fn default_jwks_min_refetch() -> Duration {
     Duration::from_secs(30)
+}
+fn default_max_token_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 fn default_leeway() -> Duration {
     Duration::from_secs(30)

@@ -46,6 +46,7 @@ pub struct Provider {
     pub jwks_refresh_interval: Duration,
     pub jwks_min_refetch_interval: Duration,
     pub leeway: Duration,
+    pub max_token_lifetime: Duration,
     pub token_endpoint_auth_method: Option<TokenEndpointAuth>,
 }
 

@@ -37,6 +37,10 @@ fn minimal_config_gets_safe_defaults() {
     assert_eq!(c.provider.user_id_claim, "email");
     assert_eq!(c.provider.leeway, Duration::from_secs(30));
     assert_eq!(
+        c.provider.max_token_lifetime,
+        Duration::from_secs(24 * 3600)
+    );
+    assert_eq!(
         c.provider.jwks_min_refetch_interval,
         Duration::from_secs(30)
     );
@@ -172,7 +176,7 @@ fn missing_provider_is_one_clear_line() {
 fn every_semantic_problem_is_listed() {
     let yaml = r#"
 listen: {grpc: 127.0.0.1:9000, admin: 127.0.0.1:9000}
-provider: {issuer: 'http://idp.example.com', client_id: '', leeway: 5m, scopes: [email]}
+provider: {issuer: 'http://idp.example.com', client_id: '', leeway: 5m, scopes: [email], max_token_lifetime: 10s}
 session: {secret: tooshort}
 routes:
   - {name: a, path_prefix: /x/../y, action: api}
@@ -184,6 +188,7 @@ routes:
         "provider.issuer",
         "provider.client_id",
         "provider.leeway",
+        "provider.max_token_lifetime",
         "provider.scopes",
         "session.secret[0]",
         "routes[0]: \"/x/../y\"",

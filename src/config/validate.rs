@@ -121,6 +121,9 @@ fn validate_provider(p: ProviderFile, base: Option<&Path>, problems: &mut Vec<St
     if p.leeway > Duration::from_secs(60) {
         problems.push("provider.leeway: at most 60s".into());
     }
+    if p.max_token_lifetime < Duration::from_secs(60) {
+        problems.push("provider.max_token_lifetime: at least 1m".into());
+    }
     if p.jwks_min_refetch_interval.is_zero() {
         problems.push("provider.jwks_min_refetch_interval: must be more than 0".into());
     }
@@ -150,6 +153,7 @@ fn validate_provider(p: ProviderFile, base: Option<&Path>, problems: &mut Vec<St
         jwks_refresh_interval: p.jwks_refresh_interval,
         jwks_min_refetch_interval: p.jwks_min_refetch_interval,
         leeway: p.leeway,
+        max_token_lifetime: p.max_token_lifetime,
         token_endpoint_auth_method: p.token_endpoint_auth_method,
     }
 }

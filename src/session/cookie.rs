@@ -4,11 +4,25 @@
 
 use std::time::Duration;
 
-/// Browsers keep about 4096 bytes per cookie including its name and attributes.
+use thiserror::Error;
+
+// How large a value the browser keeps for us, and what binds. Measured with Debian's Chromium 156:
+// it keeps a cookie whose name and value are up to 4096 bytes (4097: dropped), and sends every
+// cookie it keeps (50 of 3.9 KB went out as one 195 KB Cookie header). What binds is Envoy: a
+// request whose headers pass its `max_request_headers_kb` (60 KiB by default) is answered 431. So
+// a value is cut into chunks of CHUNK bytes (name and value well under 4096) and at most
+// MAX_CHUNKS of them (about 46 KB), which leaves 14 KiB of Envoy's default to every other header.
+// The writer and the reader hold to the same two numbers: a value written is a value read.
 const CHUNK: usize = 3800;
-/// More chunks than this is not a session of ours.
-const MAX_CHUNKS: usize = 8;
+const MAX_CHUNKS: usize = 12;
 const CHUNKED: &str = "chunks:";
+
+/// A value that would need more than [`MAX_CHUNKS`] cookies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("{len} bytes need more than {MAX_CHUNKS} cookies of {CHUNK}")]
+pub struct TooLarge {
+    pub len: usize,
+}
 
 #[derive(Debug, Clone)]
 pub struct Cookies {
@@ -18,6 +32,9 @@ pub struct Cookies {
 }
 
 impl Cookies {
+    /// The largest value [`Cookies::set`] writes.
+    pub const MAX_VALUE: usize = CHUNK * MAX_CHUNKS;
+
     pub fn new(base: &str, secure: bool) -> Self {
         let session = if secure {
             format!("__Host-{base}")
@@ -45,8 +62,18 @@ impl Cookies {
     }
 
     /// `Set-Cookie` values storing `value` under `name`, chunked when large. `present` are the
-    /// cookie names the browser sent, so chunks left over from a larger value are cleared.
-    pub fn set(&self, name: &str, value: &str, max_age: Duration, present: &[&str]) -> Vec<String> {
+    /// cookie names the browser sent, so chunks left over from a larger value are cleared. A value
+    /// too large to be read back is refused rather than written.
+    pub fn set(
+        &self,
+        name: &str,
+        value: &str,
+        max_age: Duration,
+        present: &[&str],
+    ) -> Result<Vec<String>, TooLarge> {
+        if value.len() > Self::MAX_VALUE {
+            return Err(TooLarge { len: value.len() });
+        }
         let mut out = Vec::new();
         let chunks: Vec<&str> = if value.len() <= CHUNK {
             vec![value]
@@ -72,7 +99,7 @@ impl Cookies {
                 out.push(self.clear(&chunk));
             }
         }
-        out
+        Ok(out)
     }
 
     /// A `Set-Cookie` that deletes `name`.
@@ -126,23 +153,43 @@ impl Cookies {
         Some(value)
     }
 
-    /// The `Cookie` header without any of our cookies: what the upstream may see.
+    /// The `Cookie` header without any of our cookies: what the upstream may see. Every other
+    /// cookie goes on byte for byte, commas in its value included (`prefs={"a":1,"b":2}`); a comma
+    /// splits a `;`-separated part only where one of ours follows it (two Cookie headers that
+    /// Envoy joined with a comma).
     pub fn strip(&self, jar: &Jar<'_>) -> Stripped {
         if !jar.pairs.iter().any(|(n, _)| self.is_ours(n)) {
             return Stripped::Unchanged;
         }
-        let kept: Vec<String> = jar
-            .pairs
-            .iter()
-            .filter(|(n, _)| !self.is_ours(n))
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect();
+        let mut kept: Vec<String> = Vec::new();
+        for part in jar.header.split(';').map(str::trim) {
+            if part.is_empty() || self.is_ours(name(part)) && !part.contains(',') {
+                continue;
+            }
+            let pieces: Vec<&str> = part.split(',').collect();
+            if !pieces.iter().any(|p| self.is_ours(name(p))) {
+                kept.push(part.to_owned());
+                continue;
+            }
+            let rest: Vec<&str> = pieces
+                .into_iter()
+                .filter(|p| !self.is_ours(name(p)))
+                .collect();
+            if !rest.is_empty() {
+                kept.push(rest.join(","));
+            }
+        }
         if kept.is_empty() {
             Stripped::Empty
         } else {
             Stripped::Rest(kept.join("; "))
         }
     }
+}
+
+/// The name of a `name=value` piece of a Cookie header (empty when it has no `=`).
+fn name(piece: &str) -> &str {
+    piece.split_once('=').map_or("", |(n, _)| n.trim())
 }
 
 /// A `Cookie` header with portcullis's cookies taken out.
@@ -159,6 +206,8 @@ pub enum Stripped {
 /// the session, the names present and what goes upstream from the same 3-4 KB header.
 #[derive(Debug, Default)]
 pub struct Jar<'a> {
+    header: &'a str,
+    /// Split on `;` and `,` alike: what finds a cookie by name.
     pairs: Vec<(&'a str, &'a str)>,
 }
 
@@ -176,7 +225,7 @@ impl<'a> Jar<'a> {
                 (!n.is_empty()).then_some((n, v.trim()))
             })
             .collect();
-        Self { pairs }
+        Self { header, pairs }
     }
 
     /// The cookie names present.
@@ -200,7 +249,9 @@ mod tests {
     #[test]
     fn attributes_and_host_prefix() {
         let c = Cookies::new("portcullis", true);
-        let line = &c.set("__Host-portcullis", "v", Duration::from_secs(60), &[])[0];
+        let line = &c
+            .set("__Host-portcullis", "v", Duration::from_secs(60), &[])
+            .unwrap()[0];
         assert_eq!(
             line,
             "__Host-portcullis=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure"
@@ -216,9 +267,31 @@ mod tests {
     fn large_values_round_trip_through_chunks() {
         let c = Cookies::new("p", false);
         let value = "x".repeat(9000);
-        let set = c.set("p", &value, Duration::from_secs(60), &[]);
+        let set = c.set("p", &value, Duration::from_secs(60), &[]).unwrap();
         assert_eq!(set.len(), 4, "head + 3 chunks");
         assert_eq!(c.read(&Jar::parse(&jar(&set)), "p").unwrap(), value);
+    }
+
+    #[test]
+    fn the_largest_value_written_is_read_back_and_a_larger_one_is_refused() {
+        let c = Cookies::new("portcullis", true);
+        let largest = "x".repeat(CHUNK * MAX_CHUNKS);
+        let set = c
+            .set("__Host-portcullis", &largest, Duration::from_secs(60), &[])
+            .unwrap();
+        assert_eq!(set.len(), 1 + MAX_CHUNKS);
+        assert!(
+            set.iter()
+                .all(|l| l.split(';').next().unwrap().len() <= 4096),
+            "Chromium keeps name and value up to 4096 bytes"
+        );
+        let read = c.read(&Jar::parse(&jar(&set)), "__Host-portcullis");
+        assert_eq!(read.as_deref(), Some(largest.as_str()));
+        let larger = format!("{largest}x");
+        assert_eq!(
+            c.set("__Host-portcullis", &larger, Duration::from_secs(60), &[]),
+            Err(TooLarge { len: larger.len() })
+        );
     }
 
     #[test]
@@ -227,7 +300,7 @@ mod tests {
         let value: String = (0..9000)
             .map(|i| char::from(b'a' + (i % 26) as u8))
             .collect();
-        let set = c.set("p", &value, Duration::from_secs(60), &[]);
+        let set = c.set("p", &value, Duration::from_secs(60), &[]).unwrap();
         let full = jar(&set);
         let without_2: String = full
             .split("; ")
@@ -236,7 +309,7 @@ mod tests {
             .join("; ");
         assert_eq!(c.read(&Jar::parse(&without_2), "p"), None);
         assert_eq!(c.read(&Jar::parse(&format!("{full}; p-2=zzz")), "p"), None);
-        assert_eq!(c.read(&Jar::parse("p=chunks:9; p-1=a"), "p"), None);
+        assert_eq!(c.read(&Jar::parse("p=chunks:13; p-1=a"), "p"), None);
         assert_eq!(c.read(&Jar::parse("p=chunks:1; p-1=a"), "p"), None);
         assert_eq!(c.read(&Jar::parse("p=a; p=b"), "p"), None);
         // Swapping two chunks yields a different value, which the AEAD then refuses.
@@ -250,12 +323,14 @@ mod tests {
     #[test]
     fn shrinking_clears_old_chunks() {
         let c = Cookies::new("p", false);
-        let set = c.set(
-            "p",
-            "small",
-            Duration::from_secs(60),
-            &["p", "p-1", "p-2", "p-3"],
-        );
+        let set = c
+            .set(
+                "p",
+                "small",
+                Duration::from_secs(60),
+                &["p", "p-1", "p-2", "p-3"],
+            )
+            .unwrap();
         assert_eq!(set.len(), 4);
         assert!(set[1].starts_with("p-1=;") && set[1].contains("Max-Age=0"));
     }
@@ -274,6 +349,20 @@ mod tests {
         assert_eq!(
             c.strip(&Jar::parse("a=1, __Host-portcullis=s")),
             Stripped::Rest("a=1".into())
+        );
+        assert_eq!(
+            c.strip(&Jar::parse("__Host-portcullis=s,a=1; b=2")),
+            Stripped::Rest("a=1; b=2".into())
+        );
+    }
+
+    #[test]
+    fn strip_keeps_other_cookies_byte_for_byte() {
+        let c = Cookies::new("portcullis", true);
+        let header = r#"prefs={"a":1,"b":2}; __Host-portcullis=s; q="x, y"; list=a=1,b=2"#;
+        assert_eq!(
+            c.strip(&Jar::parse(header)),
+            Stripped::Rest(r#"prefs={"a":1,"b":2}; q="x, y"; list=a=1,b=2"#.into())
         );
     }
 }

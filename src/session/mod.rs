@@ -63,7 +63,9 @@ fn session_from_cookie(plain: &[u8]) -> Option<Session> {
 /// apart), read without verifying: the token was verified at login and the cookie is sealed.
 fn id_token_claims(id_token: &str) -> Option<Map<String, Value>> {
     Some(validate::rest_of(
-        validate::decode(id_token).ok()?.into_claims(),
+        validate::decode(id_token, validate::Origin::TokenEndpoint)
+            .ok()?
+            .into_claims(),
     ))
 }
 
@@ -205,7 +207,12 @@ impl SessionStore {
             &sealed,
             Duration::from_secs(left),
             present,
-        ))
+        )?)
+    }
+
+    /// See [`Backend::claim_once`].
+    pub async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.backend.claim_once(key, ttl).await
     }
 
     /// Logout: the session as it was (for the IdP's `id_token_hint`), deleted from a server-side

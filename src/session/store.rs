@@ -19,6 +19,9 @@ pub enum StoreError {
     Redis(String),
     #[error("session data unreadable")]
     Corrupt,
+    /// Too large for the cookie store: a server-side store keeps any size.
+    #[error("session too large for cookies ({0}); use session.store: redis or memory")]
+    TooLarge(#[from] super::cookie::TooLarge),
 }
 
 /// A server-side session store.
@@ -143,6 +146,8 @@ pub struct RedisStore {
 }
 
 const KEY_PREFIX: &str = "portcullis:session:";
+/// One-time claims (a login's `state`), by a hash of what is claimed.
+const CLAIM_PREFIX: &str = "portcullis:claim:";
 
 impl RedisStore {
     /// Connects now, so a wrong URL is a startup error rather than every login's.
@@ -169,6 +174,21 @@ impl RedisStore {
             .await
             .map_err(|_| StoreError::Timeout)?
             .map_err(|e| StoreError::Redis(format!("{:?}", e.kind())))
+    }
+}
+
+impl RedisStore {
+    /// `SET NX`: true for the one caller, among every replica, that claimed `key` first.
+    async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let digest = blake3::hash(key.as_bytes()).to_hex();
+        let options = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::EX(ttl.as_secs().max(1)));
+        let set: Option<String> = self
+            .bounded(conn.set_options(format!("{CLAIM_PREFIX}{digest}"), 1, options))
+            .await?;
+        Ok(set.is_some())
     }
 }
 
@@ -217,6 +237,15 @@ impl Backend {
             Self::Cookie => Ok(()),
             Self::Memory(m) => m.delete(sid).await,
             Self::Redis(r) => r.delete(sid).await,
+        }
+    }
+
+    /// True for the first claim of `key` within `ttl` among the replicas sharing this store; the
+    /// stores that share nothing leave that to the caller's own process (always true).
+    pub async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        match self {
+            Self::Cookie | Self::Memory(_) => Ok(true),
+            Self::Redis(r) => r.claim_once(key, ttl).await,
         }
     }
 

@@ -8,11 +8,11 @@ pub mod keys;
 pub mod validate;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use cache::TokenCache;
 pub use jwks::{JwksCache, KeyMiss};
-pub use validate::TokenRejection;
+pub use validate::{Origin, TimeRules, TokenRejection};
 
 use crate::identity::Principal;
 use crate::idp::same_issuer;
@@ -59,7 +59,7 @@ pub struct Verifier {
     issuers: Vec<Issuer>,
     cache: TokenCache,
     identity: IdentityClaims,
-    leeway: u64,
+    rules: TimeRules,
     metrics: Arc<Metrics>,
 }
 
@@ -67,7 +67,7 @@ impl Verifier {
     pub fn new(
         issuers: Vec<Issuer>,
         identity: IdentityClaims,
-        leeway: Duration,
+        rules: TimeRules,
         cache: TokenCache,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -75,7 +75,7 @@ impl Verifier {
             issuers,
             cache,
             identity,
-            leeway: leeway.as_secs(),
+            rules,
             metrics,
         }
     }
@@ -91,7 +91,7 @@ impl Verifier {
 
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, TokenRejection> {
         // Only a token that passed every check below is in the cache, so a hit needs no more.
-        if token.len() > validate::MAX_TOKEN_LEN {
+        if token.len() > Origin::Bearer.max_len() {
             return Err(TokenRejection::TooLarge);
         }
         let now = now_secs();
@@ -102,7 +102,7 @@ impl Verifier {
         }
         self.metrics.token_cache(CacheResult::miss);
 
-        let decoded = validate::decode(token)?;
+        let decoded = validate::decode(token, Origin::Bearer)?;
         let issuer = self
             .issuers
             .iter()
@@ -112,7 +112,7 @@ impl Verifier {
             return Err(TokenRejection::UnknownIssuer);
         }
         // Expired tokens cost no key lookup, so they can never trigger a fetch.
-        if decoded.is_expired(now, self.leeway) {
+        if decoded.is_expired(now, self.rules.leeway) {
             return Err(TokenRejection::Expired);
         }
         let key = issuer
@@ -123,7 +123,7 @@ impl Verifier {
         let expected = validate::Expected {
             audiences: &issuer.audiences,
             now,
-            leeway: self.leeway,
+            rules: self.rules,
         };
         let claims = validate::verify(decoded, &key, &expected)?;
         let exp = claims.exp;

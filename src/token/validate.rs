@@ -16,8 +16,24 @@ use serde_json::{Map, Value};
 use super::jwks::KeyMiss;
 use super::keys::VerifyKey;
 
-/// Longer tokens are refused before any decoding. Auth0 access tokens are 1-3 KiB.
-pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Where a token came from, which bounds its length before any decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `Authorization: Bearer`, from anyone, on every request: Auth0 access tokens are 1-3 KiB.
+    Bearer,
+    /// The token endpoint's answer to portcullis itself, over TLS, at login or refresh. An ID token
+    /// with a few hundred group ids (an Auth0 Action, Entra ID, Keycloak roles) is 10-40 KiB.
+    TokenEndpoint,
+}
+
+impl Origin {
+    pub const fn max_len(self) -> usize {
+        match self {
+            Self::Bearer => 8 * 1024,
+            Self::TokenEndpoint => 64 * 1024,
+        }
+    }
+}
 
 /// Why a bearer token was refused. Bounded: a metric label and log field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +48,8 @@ pub enum TokenRejection {
     Expired,
     NotYetValid,
     WrongAudience,
+    /// `exp - iat` beyond `provider.max_token_lifetime`.
+    LifetimeTooLong,
     InvalidClaims,
 }
 
@@ -48,6 +66,7 @@ impl TokenRejection {
             Self::Expired => "token_expired",
             Self::NotYetValid => "token_not_yet_valid",
             Self::WrongAudience => "token_wrong_audience",
+            Self::LifetimeTooLong => "token_lifetime_too_long",
             Self::InvalidClaims => "token_invalid_claims",
         }
     }
@@ -63,9 +82,9 @@ impl From<KeyMiss> for TokenRejection {
     }
 }
 
-/// The three parts of a compact JWS: non-empty base64url, within [`MAX_TOKEN_LEN`].
-fn split(token: &str) -> Result<[&str; 3], TokenRejection> {
-    if token.len() > MAX_TOKEN_LEN {
+/// The three parts of a compact JWS: non-empty base64url, within the origin's length.
+fn split(token: &str, origin: Origin) -> Result<[&str; 3], TokenRejection> {
+    if token.len() > origin.max_len() {
         return Err(TokenRejection::TooLarge);
     }
     let mut parts = token.split('.');
@@ -109,7 +128,7 @@ pub struct Decoded<'a> {
 /// Shape, header and claims. `alg: none` and unknown algorithms are malformed; HMAC is refused
 /// here, before any key is looked at; a `crit` header names extensions portcullis does not
 /// implement (RFC 7515 4.1.11), so it is refused too.
-pub fn decode(token: &str) -> Result<Decoded<'_>, TokenRejection> {
+pub fn decode(token: &str, origin: Origin) -> Result<Decoded<'_>, TokenRejection> {
     #[derive(Deserialize)]
     struct RawHeader<'a> {
         #[serde(borrow)]
@@ -117,7 +136,7 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, TokenRejection> {
         kid: Option<String>,
         crit: Option<IgnoredAny>,
     }
-    let [header, payload, signature] = split(token)?;
+    let [header, payload, signature] = split(token, origin)?;
     let header_json = b64(header)?;
     let h: RawHeader<'_> =
         serde_json::from_slice(&header_json).map_err(|_| TokenRejection::Malformed)?;
@@ -199,15 +218,12 @@ impl<'de> Deserialize<'de> for ClaimSet {
     }
 }
 
-/// A NumericDate (RFC 7519 2): a JSON number, possibly fractional. Strings, negatives and
-/// non-finite values are not dates.
+/// A NumericDate (RFC 7519 2) as access tokens carry them (RFC 9068): a whole, non-negative
+/// number of seconds. Fractions (`1.5`), exponents (`1e300`, which would never expire), strings
+/// and negatives are not dates.
 fn numeric_date(v: &Value) -> Option<u64> {
     match v {
-        Value::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.is_finite() && *f >= 0.0)
-                .map(|f| f as u64)
-        }),
+        Value::Number(n) => n.as_u64(),
         _ => None,
     }
 }
@@ -216,7 +232,7 @@ fn numeric_date(v: &Value) -> Option<u64> {
 pub struct Claims {
     pub sub: String,
     pub exp: u64,
-    pub iat: Option<u64>,
+    pub iat: u64,
     pub rest: Map<String, Value>,
 }
 
@@ -228,17 +244,25 @@ pub fn rest_of(mut claims: Map<String, Value>) -> Map<String, Value> {
     claims
 }
 
+/// How strict the time claims are read, in seconds: the clock skew allowed on `exp`, `nbf` and
+/// `iat` (`provider.leeway`), and the longest life a token may claim (`provider.max_token_lifetime`).
+#[derive(Debug, Clone, Copy)]
+pub struct TimeRules {
+    pub leeway: u64,
+    pub max_lifetime: u64,
+}
+
 /// What a token must say of itself to be accepted, beyond `iss` and `exp`, which the caller checks
 /// before looking up a key.
 pub struct Expected<'a> {
     pub audiences: &'a [String],
     pub now: u64,
-    pub leeway: u64,
+    pub rules: TimeRules,
 }
 
 /// The signature with `key`, then the claims: `nbf` with leeway, `aud` naming one of ours, `sub` a
-/// non-empty string, `iat` not in the future. Wrongly typed claims are refused, never read as
-/// absent.
+/// non-empty string, `iat` present (RFC 9068 2.2, OIDC Core 2) and not in the future, and a life
+/// (`exp - iat`) within the maximum. Wrongly typed claims are refused, never read as absent.
 pub fn verify(
     token: Decoded<'_>,
     key: &VerifyKey,
@@ -250,7 +274,10 @@ pub fn verify(
     let Expected {
         audiences,
         now,
-        leeway,
+        rules: TimeRules {
+            leeway,
+            max_lifetime,
+        },
     } = *expected;
     let mut rest = token.claims;
     let date = |name: &str| match rest.get(name) {
@@ -260,12 +287,16 @@ pub fn verify(
             .ok_or(TokenRejection::InvalidClaims),
     };
     let (nbf, iat) = (date("nbf")?, date("iat")?);
-    if [nbf, iat]
+    let iat = iat.ok_or(TokenRejection::InvalidClaims)?;
+    if [nbf, Some(iat)]
         .iter()
         .flatten()
         .any(|t| *t > now.saturating_add(leeway))
     {
         return Err(TokenRejection::NotYetValid);
+    }
+    if token.exp.saturating_sub(iat) > max_lifetime {
+        return Err(TokenRejection::LifetimeTooLong);
     }
     let ours = |v: &Value| match v {
         Value::String(a) => Ok(audiences.contains(a)),

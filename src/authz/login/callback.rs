@@ -1,12 +1,12 @@
 //! The callback: the IdP sent the browser back. Everything is checked before the code is
 //! exchanged (one exchange per state), the ID token is validated, and the session starts.
 
-use super::{LOGIN_TTL, LoginFlow, Transaction, random_token};
+use super::{LOGIN_TTL, LoginFlow, Transaction, access_expiry, is_issued_token, random_token};
 use crate::authz::decision::{Decision, PageReason, Redirect, RedirectReason};
 use crate::authz::request::AuthzRequest;
 use crate::identity::Principal;
 use crate::idp::{Grant, TokenError};
-use crate::session::{Purpose, Session};
+use crate::session::{Purpose, Session, StoreError};
 use crate::token::{id_token, now_secs};
 
 impl LoginFlow {
@@ -28,9 +28,13 @@ impl LoginFlow {
                 .map(|i| params.swap_remove(i).1)
         };
         let (state, code, iss, error) = (take("state"), take("code"), take("iss"), take("error"));
-        let Some(state) = state.filter(|s| s.len() >= 16 && s.is_ascii()) else {
+        let Some(state) = state else {
             return self.page(PageReason::MissingState, "/", Vec::new());
         };
+        // The state names the login cookie: nothing but what portcullis issued may go near one.
+        if !is_issued_token(&state) {
+            return self.page(PageReason::MalformedState, "/", Vec::new());
+        }
         let jar = req.cookies();
         let cookie_name = self.sessions.cookies().login_name(&state[..16]);
         let clear_tx = vec![self.sessions.cookies().clear(&cookie_name)];
@@ -61,8 +65,18 @@ impl LoginFlow {
         let Some(code) = code else {
             return self.page(PageReason::IdpError, &retry, clear_tx);
         };
-        // One use per state, from here on, whatever happens next.
-        self.used_states.insert(state, ());
+        // One use per state, from here on, whatever happens next: claimed in one atomic step, so
+        // that of parallel copies of this callback (a double submit, a prefetch, a retry) exactly
+        // one exchanges the code. A code used twice may make the provider revoke every token
+        // issued from it (RFC 6749 4.1.2), signing out the user who just signed in.
+        match self.claim_state(&state).await {
+            Ok(true) => {}
+            Ok(false) => return self.page(PageReason::ReplayedState, &retry, clear_tx),
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming a login state failed");
+                return self.page(PageReason::LoginUnavailable, &retry, clear_tx);
+            }
+        }
         let grant = Grant::AuthorizationCode {
             code: &code,
             redirect_uri: &tx.redirect_uri,
@@ -92,7 +106,7 @@ impl LoginFlow {
             self.token_endpoint.client_id(),
             &tx.nonce,
             now,
-            self.settings.leeway,
+            self.settings.time_rules,
         )
         .await
         {
@@ -108,12 +122,14 @@ impl LoginFlow {
             &self.settings.user_id_claim,
             &self.settings.groups_claim,
         );
+        let access_expires_at =
+            access_expiry(tokens.expires_in, tokens.access_token.as_deref(), now);
         let session = Session {
             sid: random_token(),
             principal,
             id_token,
             access_token: tokens.access_token,
-            access_expires_at: tokens.expires_in.map_or(0, |s| now + s),
+            access_expires_at,
             access_issued_at: now,
             refresh_token: tokens.refresh_token,
             created_at: now,
@@ -122,6 +138,11 @@ impl LoginFlow {
         let present = jar.names();
         let mut set_cookies = match self.sessions.save(&session, &present).await {
             Ok(cookies) => cookies,
+            // Written anyway, it would never be read back: every page load would log in again.
+            Err(e @ StoreError::TooLarge(_)) => {
+                tracing::warn!(error = %e, "a new session is too large for the cookie store");
+                return self.page(PageReason::SessionTooLarge, &retry, clear_tx);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "storing a new session failed");
                 return self.page(PageReason::LoginUnavailable, &retry, clear_tx);
@@ -134,5 +155,19 @@ impl LoginFlow {
             location: tx.return_to,
             set_cookies,
         })
+    }
+
+    /// True for the first caller only, in this process and, with a shared session store, across
+    /// every replica using it.
+    async fn claim_state(&self, state: &str) -> Result<bool, StoreError> {
+        let fresh = self
+            .used_states
+            .entry(state.to_owned())
+            .or_insert(())
+            .is_fresh();
+        if !fresh {
+            return Ok(false);
+        }
+        self.sessions.claim_once(state, LOGIN_TTL).await
     }
 }

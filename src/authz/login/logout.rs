@@ -3,10 +3,9 @@
 
 use url::Url;
 
-use super::{LoginFlow, origin};
+use super::LoginFlow;
 use crate::authz::decision::{Decision, Redirect, RedirectReason};
 use crate::authz::path::safe_return_to;
-use crate::authz::policy::host_without_port;
 use crate::authz::request::AuthzRequest;
 use crate::token::now_secs;
 
@@ -22,6 +21,7 @@ impl LoginFlow {
         let present = jar.names();
         let set_cookies = self.sessions.cookies().clear_all(&present);
         let back = self.post_logout_url(req);
+        let client_id = self.token_endpoint.client_id();
         let location = match self.keys.metadata() {
             Some(m) => match &m.end_session_endpoint {
                 Some(end) => {
@@ -31,54 +31,63 @@ impl LoginFlow {
                         if let Some(hint) = &id_token {
                             q.append_pair("id_token_hint", hint);
                         }
-                        q.append_pair("post_logout_redirect_uri", &back)
-                            .append_pair("client_id", self.token_endpoint.client_id());
+                        if let Some(back) = &back {
+                            q.append_pair("post_logout_redirect_uri", back);
+                        }
+                        q.append_pair("client_id", client_id);
                     }
-                    url.to_string()
+                    Some(url.to_string())
                 }
                 // Auth0 without RP-initiated logout enabled: its own logout endpoint.
-                None => match Url::parse(&m.issuer).and_then(|i| i.join("/v2/logout")) {
-                    Ok(mut url) => {
-                        url.query_pairs_mut()
-                            .append_pair("client_id", self.token_endpoint.client_id())
-                            .append_pair("returnTo", &back);
+                None => Url::parse(&m.issuer)
+                    .and_then(|i| i.join("/v2/logout"))
+                    .ok()
+                    .map(|mut url| {
+                        {
+                            let mut q = url.query_pairs_mut();
+                            q.append_pair("client_id", client_id);
+                            if let Some(back) = &back {
+                                q.append_pair("returnTo", back);
+                            }
+                        }
                         url.to_string()
-                    }
-                    Err(_) => back,
-                },
+                    }),
             },
-            None => back,
+            None => None,
         };
         Decision::Redirect(Redirect {
             route: self.route.clone(),
             reason: RedirectReason::Logout,
-            location,
+            // Without a provider to send it to, the browser stays on this site.
+            location: location.or(back).unwrap_or_else(|| "/".to_owned()),
             set_cookies,
         })
     }
 
-    /// `login.post_logout_redirect`: a path on the request's own origin, or an absolute URL whose
-    /// host is allowed; anything else falls back to the origin's `/`.
-    fn post_logout_url(&self, req: &AuthzRequest) -> String {
+    /// Where the provider sends the browser after logout: `login.post_logout_redirect`, a path on
+    /// this site or an absolute URL on an allowed host (else this site's `/`). `None` when this
+    /// site's origin cannot be told safely (see [`Self::site_origin`]): the provider then shows its
+    /// own signed-out page.
+    fn post_logout_url(&self, req: &AuthzRequest) -> Option<String> {
+        let origin = self.site_origin(req)?;
         let target = &self.settings.post_logout_redirect;
         if target.starts_with('/') {
-            return format!("{}{}", origin(req), safe_return_to(target));
+            return Some(format!("{origin}{}", safe_return_to(target)));
         }
-        match Url::parse(target) {
+        let same_site = Url::parse(&origin).ok()?.host_str().map(str::to_owned);
+        Some(match Url::parse(target) {
             Ok(u)
                 if matches!(u.scheme(), "https" | "http")
                     && u.host_str().is_some_and(|h| {
-                        h.eq_ignore_ascii_case(host_without_port(&req.authority))
-                            || self
-                                .settings
-                                .allowed_redirect_hosts
-                                .iter()
-                                .any(|a| a.eq_ignore_ascii_case(h))
+                        same_site
+                            .as_deref()
+                            .is_some_and(|s| s.eq_ignore_ascii_case(h))
+                            || self.is_allowed_host(h)
                     }) =>
             {
                 u.to_string()
             }
-            _ => format!("{}/", origin(req)),
-        }
+            _ => format!("{origin}/"),
+        })
     }
 }

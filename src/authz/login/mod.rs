@@ -19,13 +19,14 @@ use url::Url;
 
 use super::decision::{Decision, Page, PageReason};
 use super::path::safe_return_to;
-use super::policy::RouteName;
+use super::policy::{RouteName, host_of};
 use super::request::AuthzRequest;
 use crate::idp::TokenEndpoint;
 use crate::metrics::Metrics;
 use crate::session::Session;
 use crate::session::SessionStore;
-use crate::token::JwksCache;
+use crate::token::validate::{self, Origin};
+use crate::token::{JwksCache, TimeRules};
 
 /// How long a browser may take at the IdP before its login cookie expires.
 const LOGIN_TTL: Duration = Duration::from_secs(600);
@@ -53,7 +54,7 @@ pub struct LoginSettings {
     pub allowed_redirect_hosts: Vec<String>,
     pub user_id_claim: String,
     pub groups_claim: String,
-    pub leeway: u64,
+    pub time_rules: TimeRules,
     /// Refresh the access token when less than this remains (at most half its lifetime).
     pub refresh_before: Duration,
 }
@@ -121,6 +122,28 @@ impl LoginFlow {
         &self.settings.logout_path
     }
 
+    /// This site's origin (`scheme://host[:port]`): the configured `login.redirect_uri`'s when
+    /// there is one. Without it, the request's own, but only for a host in
+    /// `login.allowed_redirect_hosts` when that lists any: a `Host` header is the client's to
+    /// choose, and the provider would send the browser wherever it names.
+    fn site_origin(&self, req: &AuthzRequest) -> Option<String> {
+        if let Some(configured) = &self.settings.redirect_uri {
+            return Some(configured.origin().ascii_serialization());
+        }
+        let host = host_of(&req.authority)?;
+        if !self.settings.allowed_redirect_hosts.is_empty() && !self.is_allowed_host(host) {
+            return None;
+        }
+        Some(origin(req))
+    }
+
+    fn is_allowed_host(&self, host: &str) -> bool {
+        self.settings
+            .allowed_redirect_hosts
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(host))
+    }
+
     fn page(&self, reason: PageReason, retry: &str, set_cookies: Vec<String>) -> Decision {
         Decision::Page(Page {
             route: self.route.clone(),
@@ -139,8 +162,37 @@ fn origin(req: &AuthzRequest) -> String {
     format!("{scheme}://{}", req.authority)
 }
 
+/// How long an access token whose lifetime the provider did not say (no `expires_in`, not a JWT)
+/// is taken to live: short, so that it is refreshed (or the session ends) early rather than never.
+const UNKNOWN_LIFETIME: u64 = 300;
+
+/// When the access token of a token response expires: `expires_in`, else a JWT access token's own
+/// `exp` (read, not verified: it came from the token endpoint over TLS and only sets when to
+/// refresh), else [`UNKNOWN_LIFETIME`] from now.
+fn access_expiry(expires_in: Option<u64>, access_token: Option<&str>, now: u64) -> u64 {
+    if let Some(seconds) = expires_in {
+        return now.saturating_add(seconds);
+    }
+    access_token
+        .and_then(|t| validate::decode(t, Origin::TokenEndpoint).ok())
+        .map_or(now + UNKNOWN_LIFETIME, |jwt| jwt.exp)
+}
+
+/// The random bytes in a state, nonce, PKCE verifier or session id.
+const TOKEN_BYTES: usize = 32;
+/// Their base64url length: what a `state` coming back must have.
+const TOKEN_CHARS: usize = (TOKEN_BYTES * 4).div_ceil(3);
+
 fn random_token() -> String {
-    let mut bytes = [0u8; 32];
+    let mut bytes = [0u8; TOKEN_BYTES];
     aws_lc_rs::rand::fill(&mut bytes).expect("the operating system's random source failed");
     B64.encode(bytes)
+}
+
+/// Whether `s` has the shape of a [`random_token`]: a `state` that is anything else is not ours,
+/// and is refused before any of it reaches a cookie name or a header.
+fn is_issued_token(s: &str) -> bool {
+    s.len() == TOKEN_CHARS
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

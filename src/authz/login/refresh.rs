@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{LoginFlow, Refreshed};
+use super::{LoginFlow, Refreshed, access_expiry};
 use crate::idp::{Grant, TokenError};
 use crate::metrics::RefreshResult;
 use crate::session::{Session, SessionMiss};
@@ -58,8 +58,9 @@ impl LoginFlow {
             .await;
         let (outcome, label) = match result {
             Ok(tokens) => {
+                s.access_expires_at =
+                    access_expiry(tokens.expires_in, tokens.access_token.as_deref(), now);
                 s.access_token = tokens.access_token.or(s.access_token);
-                s.access_expires_at = tokens.expires_in.map_or(0, |e| now + e);
                 s.access_issued_at = now;
                 // Providers that rotate refresh tokens send a new one; the others keep the old.
                 s.refresh_token = tokens.refresh_token.or(s.refresh_token);

@@ -12,6 +12,9 @@ use crate::authz::request::AuthzRequest;
 use crate::session::Purpose;
 use crate::token::now_secs;
 
+/// A longer URL to come back to is not kept (the login starts from `/`): the login cookie carries it.
+const MAX_RETURN_TO: usize = 4096;
+
 impl LoginFlow {
     /// Sends the browser to the IdP; it comes back to the URL it asked for.
     pub fn start(&self, req: &AuthzRequest, route: &RouteName) -> Decision {
@@ -33,7 +36,9 @@ impl LoginFlow {
             state: state.clone(),
             nonce: nonce.clone(),
             verifier,
-            return_to: safe_return_to(&req.path),
+            return_to: Some(safe_return_to(&req.path))
+                .filter(|r| r.len() <= MAX_RETURN_TO)
+                .unwrap_or_else(|| "/".to_owned()),
             redirect_uri: redirect_uri.clone(),
             created_at: now_secs(),
         };
@@ -41,12 +46,19 @@ impl LoginFlow {
             Purpose::Login,
             &serde_json::to_vec(&tx).expect("serializes"),
         );
-        let cookie = self.sessions.cookies().set(
+        let cookie = match self.sessions.cookies().set(
             &self.sessions.cookies().login_name(&state[..16]),
             &sealed,
             LOGIN_TTL,
             &[],
-        );
+        ) {
+            Ok(cookie) => cookie,
+            // A few hundred bytes with a return target of at most MAX_RETURN_TO: never.
+            Err(e) => {
+                tracing::warn!(error = %e, "the login transaction does not fit in a cookie");
+                return self.page(PageReason::LoginUnavailable, "/", Vec::new());
+            }
+        };
         let mut location = authorize;
         {
             let mut q = location.query_pairs_mut();
