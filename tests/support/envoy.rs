@@ -41,6 +41,15 @@ pub struct Envoy {
 }
 
 impl Envoy {
+    /// The listener's port.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the listener URL ends in its port")
+    }
+
     /// Runs Envoy on `config` (YAML text) with `--disable-hot-restart --concurrency 1 -l warn` and
     /// waits until admin `/ready` says LIVE. The admin and first listener addresses are read from
     /// the config.

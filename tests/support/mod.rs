@@ -77,22 +77,47 @@ pub fn http_client() -> reqwest::Client {
 /// resolve "..", "%2e" and "//" before sending, which would hide what the server does with them)
 /// and returns the status code.
 pub async fn raw_get(port: u16, path: &str, headers: &[(&str, &str)]) -> u16 {
+    raw_head(port, path, headers).await.status
+}
+
+/// The status line and headers of an answer read off the wire.
+pub struct RawHead {
+    pub status: u16,
+    /// `(lowercase name, value)`, in the order sent.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RawHead {
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// [`raw_get`], with the answer's headers. A `host` among `headers` replaces the default
+/// `127.0.0.1:<port>`, exactly as given.
+pub async fn raw_head(port: u16, path: &str, headers: &[(&str, &str)]) -> RawHead {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let mut request =
-        format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
+    let mut request = format!("GET {path} HTTP/1.1\r\nconnection: close\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("host: 127.0.0.1:{port}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
-    // Only the status line: a server that refuses may hold the connection open for a while.
+    // Only the head: a server that refuses may hold the connection open for a while.
     let mut response = Vec::new();
-    let mut buf = [0u8; 1024];
+    let mut buf = [0u8; 4096];
     tokio::time::timeout(Duration::from_secs(10), async {
-        while !response.contains(&b'\n') {
+        while !response.windows(4).any(|w| w == b"\r\n\r\n") {
             match stream.read(&mut buf).await.unwrap() {
                 0 => break,
                 n => response.extend_from_slice(&buf[..n]),
@@ -102,10 +127,19 @@ pub async fn raw_get(port: u16, path: &str, headers: &[(&str, &str)]) -> u16 {
     .await
     .expect("response within 10 s");
     let head = String::from_utf8_lossy(&response);
-    head.split(' ')
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("GET {path}: not an HTTP response: {head:?}"))
+        .unwrap_or_else(|| panic!("GET {path}: not an HTTP response: {head:?}"));
+    let headers = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    RawHead { status, headers }
 }
 
 /// Seconds since the epoch, for `iat`/`exp`.
