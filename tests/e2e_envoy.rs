@@ -664,7 +664,7 @@ async fn groups_and_other_cookies_reach_the_upstream_unambiguous_and_unchanged()
         .bearer_auth(&token)
         .header(
             "cookie",
-            format!(r#"prefs={{"a":1,"b":2}}; portcullis=stale; theme=dark"#),
+            r#"prefs={"a":1,"b":2}; portcullis=stale; theme=dark"#,
         )
         .send()
         .await

@@ -37,6 +37,17 @@ impl Stack {
 
     /// `client_auth`: the client's token endpoint authentication at the provider and in portcullis.
     async fn start_full(ttl: Option<u64>, store: Store, client_auth: Option<&str>) -> Self {
+        let op = OpOptions {
+            access_token_ttl: ttl,
+            client_auth_method: client_auth.map(str::to_owned),
+            ..OpOptions::auth0()
+        };
+        Self::start_op(op, store).await
+    }
+
+    /// With the provider started as `op` says (its callback and logout URLs are set here).
+    async fn start_op(op: OpOptions, store: Store) -> Self {
+        let client_auth = op.client_auth_method.clone();
         let redis = match store {
             Store::Redis => Some(Redis::start().await),
             Store::Cookie | Store::Memory => None,
@@ -58,9 +69,7 @@ impl Stack {
         let op_options = OpOptions {
             redirect_uris: vec![format!("{site}/authorization-code/callback")],
             post_logout_uris: vec![format!("{site}/")],
-            access_token_ttl: ttl,
-            client_auth_method: client_auth.map(str::to_owned),
-            ..OpOptions::auth0()
+            ..op
         };
         let op = Op::start(op_options.clone()).await;
         // session.secure stays true (the default): Chromium keeps __Host- cookies on http://127.0.0.1.
@@ -75,7 +84,7 @@ impl Stack {
              - {{name: app, path_prefix: /, action: login}}\n",
             admin = free_port(),
             issuer = op.issuer,
-            auth = client_auth.map_or(String::new(), |m| format!(
+            auth = client_auth.as_deref().map_or(String::new(), |m| format!(
                 "  token_endpoint_auth_method: {m}\n"
             )),
         );
@@ -589,4 +598,129 @@ fn deep_link_request(s: &Stack, prefix: &str) -> Seen {
         .rev()
         .find(|r| r.uri.starts_with(prefix))
         .unwrap_or_else(|| panic!("the upstream saw nothing under {prefix}"))
+}
+
+/// Parallel copies of one callback (a double submit, a prefetch, a retry): exactly one exchanges
+/// the code and signs in; the others are refused without asking the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn parallel_copies_of_a_callback_exchange_the_code_once() {
+    let s = Stack::start().await;
+    let mut b = Browser::start();
+    let http = http_client();
+    for round in 0..5 {
+        b.run(json!({"op": "new_context"}));
+        b.goto(&s.url(&format!("/round-{round}")));
+        let (callback, cookie) = b.login_held("ivan", &s.url("/authorization-code/callback"));
+        let before = token_requests(&s).await;
+        let copies = (0..10).map(|_| {
+            http.get(&callback)
+                .header("cookie", &cookie)
+                .header("sec-fetch-mode", "navigate")
+                .send()
+        });
+        let answers = futures::future::join_all(copies).await;
+        let mut statuses: Vec<u16> = answers
+            .iter()
+            .map(|r| r.as_ref().unwrap().status().as_u16())
+            .collect();
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            [[302].as_slice(), &[400; 9]].concat(),
+            "round {round}"
+        );
+        let signed_in = answers
+            .iter()
+            .map(|r| r.as_ref().unwrap())
+            .find(|r| r.status() == 302)
+            .unwrap();
+        assert_eq!(
+            signed_in.headers()["location"],
+            format!("/round-{round}").as_str()
+        );
+        assert_eq!(
+            token_requests(&s).await,
+            before + 1,
+            "round {round}: one token request for ten copies"
+        );
+    }
+    assert_eq!(
+        metric(
+            &s,
+            "portcullis_logins_total{stage=\"completed\",reason=\"login_complete\"}"
+        )
+        .await,
+        5
+    );
+}
+
+/// A user in hundreds of groups: the ID token is larger than any bearer token may be, the session
+/// takes many cookies, and it still signs in; a session too large for cookies ends the login on a
+/// page that says so, never in a redirect loop; a server-side store keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn users_in_many_groups_sign_in_or_are_told_why_not() {
+    let s = Stack::start().await;
+    let mut b = Browser::start();
+    s.login(&mut b, "/team", "groups-200");
+    let groups = deep_link_request(&s, "/team").all("x-auth-request-groups");
+    assert_eq!(groups[0].split(',').count(), 200);
+    let chunks = b
+        .cookie_names()
+        .iter()
+        .filter(|n| n.starts_with("__Host-portcullis-"))
+        .count();
+    assert!(chunks >= 8, "the session took {chunks} chunk cookies");
+    let again = b.goto(&s.url("/team/again"));
+    assert_eq!(again["url"], s.url("/team/again"), "read back: {again}");
+
+    b.run(json!({"op": "new_context"}));
+    let at_idp = b.goto(&s.url("/team"));
+    assert!(at_idp["url"].as_str().unwrap().starts_with(&s.op.issuer));
+    let page = b.login("groups-600", &s.url("/authorization-code/callback"));
+    assert!(
+        page["text"].as_str().unwrap().contains("too large"),
+        "the sign-in-failed page names the reason: {page}"
+    );
+    assert!(!b.cookie_names().iter().any(|n| n == "__Host-portcullis"));
+    assert_eq!(
+        metric(
+            &s,
+            "portcullis_logins_total{stage=\"failed\",reason=\"session_too_large\"}"
+        )
+        .await,
+        1
+    );
+    drop(s);
+
+    let s = Stack::start_with(None, Store::Redis).await;
+    b.run(json!({"op": "new_context"}));
+    s.login(&mut b, "/team", "groups-600");
+    let groups = deep_link_request(&s, "/team").all("x-auth-request-groups");
+    assert_eq!(groups[0].split(',').count(), 600);
+}
+
+/// A provider that does not say how long its access tokens live: the JWT's own `exp` decides when
+/// to refresh, so the upstream never gets an expired token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn a_token_response_without_expires_in_still_refreshes() {
+    let op = OpOptions {
+        access_token_ttl: Some(6),
+        omit_expires_in: true,
+        ..OpOptions::auth0()
+    };
+    let s = Stack::start_op(op, Store::Cookie).await;
+    let mut b = Browser::start();
+    s.login(&mut b, "/start", "judy");
+    let first = deep_link_request(&s, "/start").all("authorization");
+    tokio::time::sleep(std::time::Duration::from_millis(4000)).await;
+    let page = b.goto(&s.url("/later"));
+    assert_eq!(page["url"], s.url("/later"), "{page}");
+    assert_eq!(
+        metric(&s, "portcullis_refreshes_total{result=\"ok\"}").await,
+        1
+    );
+    assert_ne!(deep_link_request(&s, "/later").all("authorization"), first);
 }

@@ -1,13 +1,19 @@
 //! What the load benchmarks share (`mod common;` beside `mod support;`, the test harness): the
 //! portcullis config they run, the credentials they send, a no-op authorizer as the baseline, and
-//! a process's CPU time and memory read from /proc.
+//! a process's CPU time and memory read from /proc; for the Envoy bench, its variants and Envoy
+//! config (envoy), its two ways of measuring them (wrk, callgrind) and what both print (measure).
 #![allow(dead_code)] // each bench binary uses a different part
+
+pub mod callgrind;
+pub mod envoy;
+pub mod measure;
+pub mod wrk;
 
 use std::time::Duration;
 
 use portcullis::proto::{
-    Authorization, AuthorizationServer, CheckRequest, CheckResponse, OkHttpResponse, RpcStatus,
-    check_response,
+    Authorization, AuthorizationClient, AuthorizationServer, CheckRequest, CheckResponse,
+    OkHttpResponse, RpcStatus, check_response,
 };
 
 use crate::support::{self, AUDIENCE, CLIENT_ID, CLIENT_SECRET, Op, Portcullis};
@@ -36,9 +42,9 @@ pub async fn start_portcullis_with(op: &Op, secret: &str, session: &str) -> Port
 /// `jti`: about 900 bytes, like Auth0's with a few scopes.
 pub fn access_token(op: &Op, jti: u64) -> String {
     let now = support::now();
-    support::mint_token(
+    support::mint(
         "rs256-a",
-        serde_json::json!({"iss": op.issuer, "aud": [AUDIENCE, format!("{}userinfo", op.issuer)],
+        &serde_json::json!({"iss": op.issuer, "aud": [AUDIENCE, format!("{}userinfo", op.issuer)],
             "sub": "auth0|5f7c8ec7c33c6c004bbafe82", "iat": now, "exp": now + 3600,
             "email": "alice@example.com", "email_verified": true, "groups": ["ops"],
             "scope": "openid profile email read:metadata", "azp": CLIENT_ID, "jti": jti.to_string()}),
@@ -93,7 +99,7 @@ fn login_session(issuer: &str, token: &str) -> portcullis::session::Session {
             "email",
             "groups",
         ),
-        id_token: support::mint_token("rs256-a", id_claims),
+        id_token: support::mint("rs256-a", &id_claims),
         access_token: Some(token.to_owned()),
         access_expires_at: now + 3600,
         access_issued_at: now,
@@ -162,6 +168,29 @@ impl Authorization for Noop {
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         Ok(tonic::Response::new(self.0.clone()))
     }
+}
+
+/// What portcullis on gRPC `port` answers Envoy for a request with `token` on the api route, asked
+/// as Envoy asks (only the allowed headers that are present: here the Authorization header): the
+/// answer for [`Noop::like_portcullis`].
+pub async fn portcullis_answer(port: u16, token: &str) -> CheckResponse {
+    let request = support::check_request(
+        "127.0.0.1",
+        "/api/metadata/v0/table/gold.core.users",
+        &[("authorization", &format!("Bearer {token}"))],
+    );
+    let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect to portcullis");
+    let answer = client.check(request).await.expect("check").into_inner();
+    assert!(
+        matches!(
+            answer.http_response,
+            Some(check_response::HttpResponse::OkResponse(_))
+        ),
+        "portcullis did not allow the bench token: {answer:?}"
+    );
+    answer
 }
 
 /// Serves `noop` on `listener` until the process ends.

@@ -4,6 +4,9 @@
 //   {"op":"goto","url":U}            navigate; answers the final url, status and page text
 //   {"op":"login","user":N,"until":P} fill the provider's login form (and consent), wait for a URL starting with P
 //   {"op":"fetch","url":U}           fetch() from the page (a script, not a navigation)
+//   {"op":"login_held","user":N,"hold":P}  log in, but stop before the provider sends the browser back
+//                                    to the client (a URL starting with P): answers that URL and the
+//                                    cookies the browser would have sent with it
 //   {"op":"click","selector":S,"until":P}  click and wait for a URL starting with P
 //   {"op":"fetch_spoofed","url":U,"headers":H}  fetch() with headers of the page's choosing
 //   {"op":"fetch_many","url":U,"count":N}  N parallel fetch() calls; answers their statuses
@@ -54,6 +57,24 @@ async function run(cmd) {
       }
       await page.waitForLoadState();
       return where();
+    }
+    case 'login_held': {
+      // The test provider shows the redirect to the client as a link instead of following it
+      // when asked to by this header (a redirect is not something a page can stop).
+      await context.setExtraHTTPHeaders({ 'x-test-hold-callback': '1' });
+      await page.fill('input[name=login]', cmd.user);
+      await page.fill('input[name=password]', 'any password');
+      await page.click('button[type=submit]');
+      await page.waitForLoadState();
+      if (await page.$('input[name=prompt][value=consent]')) {
+        await page.click('button[type=submit]');
+        await page.waitForLoadState();
+      }
+      const link = await page.waitForSelector('#callback', { timeout: 20000 });
+      const url = await link.getAttribute('href');
+      await context.setExtraHTTPHeaders({});
+      if (!url.startsWith(cmd.hold)) throw new Error(`held ${url}, not under ${cmd.hold}`);
+      return { held: url, cookies: await context.cookies(url) };
     }
     case 'click': {
       await Promise.all([page.waitForURL((u) => u.href.startsWith(cmd.until)), page.click(cmd.selector)]);

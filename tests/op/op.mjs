@@ -10,10 +10,15 @@
 //   OP_POST_LOGOUT_URIS    comma-separated post-logout URLs (http://127.0.0.1:10000/)
 //   OP_ACCESS_TOKEN_TTL    access token lifetime in seconds (3600)
 //   OP_CLIENT_AUTH_METHOD  how the client authenticates at the token endpoint (client_secret_basic)
+//   OP_OMIT_EXPIRES_IN=1   token responses say nothing of the access token's lifetime (no expires_in)
+// A request carrying `x-test-hold-callback: 1` that the provider would redirect to the client's
+// redirect URI gets a page with that URL as a link (id=callback) instead: a test replays it as it likes.
 // One confidential client, amundsen / amundsen-secret (client_secret_basic): authorization code with
 // PKCE S256, refresh tokens (offline_access + prompt=consent), and client credentials:
 //   curl -u amundsen:amundsen-secret -d grant_type=client_credentials -d audience=$OP_AUDIENCE $TOKEN_ENDPOINT
 // Users: any login name with any password on the dev login page; `alice` is alice@example.com.
+// A user named `groups-<N>` belongs to N groups with GUID-shaped ids (as Entra ID or an Auth0 Action
+// puts them into tokens), in the ID token (profile scope) and the access token.
 // User access tokens carry `email` and `email_verified` (as an Auth0 Action would add them);
 // client-credentials tokens carry none: a machine has no mailbox (its sub is the client_id).
 import { readFileSync } from 'node:fs';
@@ -39,6 +44,12 @@ const keys = await loadKeys();
 const signingAlg = keys[0].alg || 'RS256';
 
 const emailOf = (accountId) => (accountId.includes('@') ? accountId : `${accountId}@example.com`);
+const groupsOf = (accountId) => {
+  const n = Number(/^groups-(\d+)$/.exec(accountId)?.[1] ?? 0);
+  return Array.from({ length: n }, (_, i) => `0c1e5a3b-7d2f-4e8a-9b6c-${String(i).padStart(12, '0')}`);
+};
+
+const redirectUris = csv(env.OP_REDIRECT_URIS, ['http://127.0.0.1:10000/authorization-code/callback']);
 
 const provider = new Provider(issuer, {
   clients: [{
@@ -47,24 +58,30 @@ const provider = new Provider(issuer, {
     token_endpoint_auth_method: env.OP_CLIENT_AUTH_METHOD || 'client_secret_basic',
     grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
     response_types: ['code'],
-    redirect_uris: csv(env.OP_REDIRECT_URIS, ['http://127.0.0.1:10000/authorization-code/callback']),
+    redirect_uris: redirectUris,
     post_logout_redirect_uris: csv(env.OP_POST_LOGOUT_URIS, ['http://127.0.0.1:10000/']),
     id_token_signed_response_alg: signingAlg,
   }],
   jwks: { keys },
   cookies: { keys: ['portcullis-test-op'] },
-  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name', 'preferred_username'] },
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name', 'preferred_username', 'groups'] },
   conformIdTokenClaims: false, // Auth0 puts the profile and email claims into the ID token itself
   findAccount: (ctx, accountId) => ({
     accountId,
     claims: () => ({
-      sub: accountId, email: emailOf(accountId), email_verified: true, name: accountId, preferred_username: accountId,
+      sub: accountId,
+      email: emailOf(accountId),
+      email_verified: true,
+      name: accountId,
+      preferred_username: accountId,
+      ...(groupsOf(accountId).length ? { groups: groupsOf(accountId) } : {}),
     }),
   }),
-  extraTokenClaims: (ctx, token) => (
-    token.kind === 'AccessToken' && token.accountId
-      ? { email: emailOf(token.accountId), email_verified: true }
-      : undefined),
+  extraTokenClaims: (ctx, token) => {
+    if (token.kind !== 'AccessToken' || !token.accountId) return undefined;
+    const groups = groupsOf(token.accountId);
+    return { email: emailOf(token.accountId), email_verified: true, ...(groups.length ? { groups } : {}) };
+  },
   pkce: { required: () => true },
   extraParams: ['audience'], // Auth0's name for the resource, on the authorization request
   features: {
@@ -104,6 +121,23 @@ const provider = new Provider(issuer, {
   },
 });
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
+const escapeHtml = (s) => s.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+provider.use(async (ctx, next) => {
+  await next();
+  const location = ctx.response.get('location');
+  if (ctx.get('x-test-hold-callback') && location && redirectUris.some((u) => location.startsWith(u))) {
+    ctx.remove('location');
+    ctx.status = 200;
+    ctx.type = 'html';
+    ctx.body = `<a id="callback" href="${escapeHtml(location)}">back to the client</a>`;
+  }
+});
+if (env.OP_OMIT_EXPIRES_IN) {
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.oidc?.route === 'token' && ctx.body && typeof ctx.body === 'object') delete ctx.body.expires_in;
+  });
+}
 
 const server = provider.listen(port, host, () => console.log(`OP listening on ${issuer}`));
 function stop() {

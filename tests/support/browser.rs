@@ -45,6 +45,26 @@ impl Browser {
         self.run(serde_json::json!({"op": "login", "user": user, "until": until}))
     }
 
+    /// Logs `user` in at the provider but stops before the browser requests a URL starting with
+    /// `hold`: that URL, and the `Cookie` header the browser would have sent with it.
+    pub fn login_held(&mut self, user: &str, hold: &str) -> (String, String) {
+        let answer = self.run(serde_json::json!({"op": "login_held", "user": user, "hold": hold}));
+        let cookie = answer["cookies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}={}",
+                    c["name"].as_str().unwrap(),
+                    c["value"].as_str().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        (answer["held"].as_str().unwrap().to_owned(), cookie)
+    }
+
     pub fn fetch(&mut self, url: &str) -> serde_json::Value {
         self.run(serde_json::json!({"op": "fetch", "url": url}))
     }

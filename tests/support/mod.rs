@@ -24,11 +24,6 @@ pub use {
     redis::*, upstream::*,
 };
 
-/// Until the benches name [`mint`] (they are being reworked).
-pub fn mint_token(key: &str, claims: serde_json::Value) -> String {
-    mint(key, &claims)
-}
-
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::time::Duration;

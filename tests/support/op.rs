@@ -30,6 +30,8 @@ pub struct OpOptions {
     pub port: Option<u16>,
     /// The client's token endpoint authentication (`OP_CLIENT_AUTH_METHOD`); `None`: basic.
     pub client_auth_method: Option<String>,
+    /// `OP_OMIT_EXPIRES_IN`: token responses without `expires_in`.
+    pub omit_expires_in: bool,
 }
 
 impl Default for OpOptions {
@@ -43,6 +45,7 @@ impl Default for OpOptions {
             post_logout_uris: Vec::new(),
             port: None,
             client_auth_method: None,
+            omit_expires_in: false,
         }
     }
 }
@@ -92,6 +95,11 @@ impl Op {
         }
         if let Some(method) = &opts.client_auth_method {
             cmd.env("OP_CLIENT_AUTH_METHOD", method);
+        }
+        if opts.omit_expires_in {
+            cmd.env("OP_OMIT_EXPIRES_IN", "1");
+        } else {
+            cmd.env_remove("OP_OMIT_EXPIRES_IN");
         }
         if let Some(ttl) = opts.access_token_ttl {
             cmd.env("OP_ACCESS_TOKEN_TTL", ttl.to_string());

@@ -1,0 +1,178 @@
+//! The Envoy bench's variants and its config: the shipped envoy.yaml, one listener per variant.
+
+use serde_yaml_ng::Value;
+
+use crate::support::{self, AUDIENCE, EnvoyPorts, Op};
+
+/// One listener of the bench Envoy and the requests sent to it.
+pub struct Variant<'a> {
+    /// A short name for the tables and ratios ("c'"), and the label printed beside it.
+    pub key: &'static str,
+    pub label: &'static str,
+    pub port: u16,
+    /// The auth filter before the router.
+    pub filter: Filter,
+    /// The authorizer process whose CPU time per request is reported.
+    pub authorizer_pid: Option<u32>,
+    /// The request header sent ("name: value"), made anew for each run: wrk cannot take up a
+    /// reissued cookie, so every run gets one sealed just before it.
+    pub header: &'a dyn Fn() -> String,
+    pub path: &'static str,
+}
+
+/// "(key) label", padded to the width asked for.
+impl std::fmt::Display for Variant<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.pad(&format!("({}) {}", self.key, self.label))
+    }
+}
+
+/// The auth filter of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    None,
+    /// Envoy's own jwt_authn filter with its JWT cache, the provider's key inline.
+    JwtAuthn,
+    /// The shipped ext_authz filter, pointed at `cluster`: `portcullis` (the shipped one) or one
+    /// of the [`Cluster`]s added.
+    ExtAuthz {
+        cluster: &'static str,
+    },
+}
+
+/// An authorizer cluster added beside the shipped `portcullis` one, copied from it.
+pub struct Cluster {
+    pub name: &'static str,
+    pub port: u16,
+    /// Whether Envoy health-checks it every 5 s, as the shipped cluster does.
+    pub health_checked: bool,
+}
+
+impl Cluster {
+    /// A no-op authorizer: it has no health service.
+    pub fn noop(name: &'static str, port: u16) -> Self {
+        Self {
+            name,
+            port,
+            health_checked: false,
+        }
+    }
+
+    /// Another portcullis, health-checked like the shipped one.
+    pub fn portcullis(name: &'static str, port: u16) -> Self {
+        Self {
+            name,
+            port,
+            health_checked: true,
+        }
+    }
+}
+
+/// The shipped envoy.yaml, its listener copied once per variant with that variant's filter and a
+/// direct 200 instead of the upstream, its `portcullis` cluster at `portcullis` and copied for
+/// each of `clusters`.
+pub fn envoy_config(
+    op: &Op,
+    portcullis: u16,
+    clusters: &[Cluster],
+    variants: &[Variant],
+) -> String {
+    let ports = EnvoyPorts::free(portcullis, support::free_port());
+    let mut config: Value =
+        serde_yaml_ng::from_str(&support::shipped_config("envoy/envoy.yaml", ports)).unwrap();
+    let resources = &mut config["static_resources"];
+    let template = resources["listeners"][0].clone();
+    let Value::Sequence(shipped) =
+        template["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"].clone()
+    else {
+        panic!("envoy.yaml: no http_filters");
+    };
+    let ext_authz = shipped[0].clone();
+    let router = shipped[shipped.len() - 1].clone();
+    assert_eq!(ext_authz["name"], "envoy.filters.http.ext_authz");
+    assert_eq!(router["name"], "envoy.filters.http.router");
+    let jwt_authn = jwt_authn(op);
+    let filter = |f: Filter| match f {
+        Filter::None => None,
+        Filter::JwtAuthn => Some(jwt_authn.clone()),
+        Filter::ExtAuthz { cluster } => {
+            let mut f = ext_authz.clone();
+            f["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = cluster.into();
+            Some(f)
+        }
+    };
+
+    let listeners: Vec<Value> = variants
+        .iter()
+        .map(|v| {
+            let mut l = template.clone();
+            l["name"] = format!("bench-{}", v.key.replace('\'', "-prime")).into();
+            l["address"]["socket_address"]["port_value"] = v.port.into();
+            let hcm = &mut l["filter_chains"][0]["filters"][0]["typed_config"];
+            if let Value::Mapping(m) = hcm {
+                m.remove("access_log");
+            }
+            hcm["route_config"]["virtual_hosts"][0]["routes"] = serde_yaml_ng::from_str(
+                r#"[{match: {prefix: "/"}, direct_response: {status: 200, body: {inline_string: "ok"}}}]"#,
+            )
+            .unwrap();
+            let chain = filter(v.filter).into_iter().chain([router.clone()]);
+            hcm["http_filters"] = Value::Sequence(chain.collect());
+            l
+        })
+        .collect();
+    resources["listeners"] = Value::Sequence(listeners);
+
+    let Value::Sequence(shipped) = &mut resources["clusters"] else {
+        panic!("envoy.yaml: no clusters");
+    };
+    let template = shipped
+        .iter()
+        .find(|c| c["name"] == "portcullis")
+        .expect("portcullis cluster")
+        .clone();
+    for c in clusters {
+        let mut cluster = template.clone();
+        cluster["name"] = c.name.into();
+        cluster["load_assignment"]["cluster_name"] = c.name.into();
+        if let Value::Mapping(m) = &mut cluster
+            && !c.health_checked
+        {
+            m.remove("health_checks");
+        }
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+            ["port_value"] = c.port.into();
+        shipped.push(cluster);
+    }
+    serde_yaml_ng::to_string(&config).unwrap()
+}
+
+/// Envoy's jwt_authn filter for the provider `op`, with its key inline and a JWT cache.
+fn jwt_authn(op: &Op) -> Value {
+    let jwks = format!(
+        r#"{{"keys": [{}]}}"#,
+        std::fs::read_to_string(
+            support::repo_root().join("tests/fixtures/keys/rs256-a.pub.jwk.json")
+        )
+        .unwrap()
+    );
+    serde_yaml_ng::from_str(&format!(
+        r#"
+name: envoy.filters.http.jwt_authn
+typed_config:
+  "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+  providers:
+    op:
+      issuer: "{}"
+      audiences: ["{AUDIENCE}"]
+      local_jwks: {{ inline_string: {} }}
+      jwt_cache_config: {{ jwt_cache_size: 100 }}
+  rules:
+  - match: {{ prefix: "/" }}
+    requires: {{ provider_name: op }}
+"#,
+        op.issuer,
+        serde_json::to_string(&jwks).unwrap()
+    ))
+    .unwrap()
+}
