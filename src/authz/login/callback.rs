@@ -160,10 +160,13 @@ impl LoginFlow {
     /// True for the first caller only, in this process and, with a shared session store, across
     /// every replica using it.
     async fn claim_state(&self, state: &str) -> Result<bool, StoreError> {
+        // `or_insert_with`, not `or_insert`: moka coalesces concurrent initialisations of one key
+        // only in the former, so exactly one caller sees a fresh entry (`or_insert` reads, then
+        // writes: two copies of a callback both passed it in a test).
         let fresh = self
             .used_states
             .entry(state.to_owned())
-            .or_insert(())
+            .or_insert_with(|| ())
             .is_fresh();
         if !fresh {
             return Ok(false);
