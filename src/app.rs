@@ -16,8 +16,8 @@ use crate::grpc::AuthorizationService;
 use crate::idp::{IdpClient, TokenEndpoint, same_issuer};
 use crate::metrics::{FetchTrigger, Metrics};
 use crate::readiness::{Loaded, Readiness};
-use crate::session::store::{MemoryStore, RedisStore};
-use crate::session::{Backend, Codec, Cookies, SessionStore, StoreKind};
+use crate::session::store::MemoryStore;
+use crate::session::{Backend, Codec, Cookies, RedisStore, SessionStore, StoreKind};
 use crate::token::{IdentityClaims, Issuer, JwksCache, TimeRules, TokenCache, Verifier};
 
 /// Validated tokens kept at most; ~1 KiB each with their claims.
@@ -113,7 +113,7 @@ impl Core {
                     provider_keys,
                     client.clone(),
                     metrics.clone(),
-                    session_backend(config, &metrics).await?,
+                    session_store(config, &metrics).await?,
                 ),
                 config.upstream_authorization,
             );
@@ -134,24 +134,36 @@ fn time_rules(config: &Config) -> TimeRules {
     }
 }
 
-/// The configured session store; Redis is connected now so that a wrong URL fails at startup.
-async fn session_backend(config: &Config, metrics: &Metrics) -> anyhow::Result<Backend> {
-    Ok(match config.session.store {
-        StoreKind::Cookie => Backend::Cookie,
-        StoreKind::Memory => {
+/// The configured sessions. Redis, when configured, is connected now so that a wrong URL fails at
+/// startup; it holds the sessions of the `redis` store, and with any store it is what replicas
+/// share (one code exchange per login, one refresh per access token).
+async fn session_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<SessionStore> {
+    let redis = match &config.session.redis_url {
+        Some(url) => Some(
+            RedisStore::connect(url.expose(), REDIS_TIMEOUT, metrics.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("session.redis.url: cannot connect: {e}"))?,
+        ),
+        None => None,
+    };
+    let backend = match (config.session.store, &redis) {
+        (StoreKind::Cookie, _) => Backend::Cookie,
+        (StoreKind::Memory, _) => {
             Backend::Memory(MemoryStore::new(MEMORY_SESSIONS, metrics.sessions_gauge()))
         }
-        StoreKind::Redis => {
-            let url = config
-                .session
-                .redis_url
-                .as_ref()
-                .context("session.redis.url: missing")?;
-            let store = RedisStore::connect(url.expose(), REDIS_TIMEOUT)
-                .await
-                .map_err(|e| anyhow::anyhow!("session.redis.url: cannot connect: {e}"))?;
-            Backend::Redis(store)
-        }
+        (StoreKind::Redis, Some(redis)) => Backend::Redis(redis.clone()),
+        (StoreKind::Redis, None) => anyhow::bail!("session.redis.url: missing"),
+    };
+    let sessions = SessionStore::new(
+        Codec::new(&config.session.keys),
+        Cookies::new(&config.session.cookie_name, config.session.secure),
+        config.session.absolute_timeout,
+        config.session.idle_timeout,
+        backend,
+    );
+    Ok(match redis {
+        Some(redis) => sessions.shared_with(redis),
+        None => sessions,
     })
 }
 
@@ -160,17 +172,10 @@ fn login_flow(
     keys: Arc<JwksCache>,
     client: IdpClient,
     metrics: Arc<Metrics>,
-    backend: Backend,
+    sessions: SessionStore,
 ) -> LoginFlow {
     let p = &config.provider;
     let l = &config.login;
-    let sessions = SessionStore::new(
-        Codec::new(&config.session.keys),
-        Cookies::new(&config.session.cookie_name, config.session.secure),
-        config.session.absolute_timeout,
-        config.session.idle_timeout,
-        backend,
-    );
     let token_endpoint = TokenEndpoint::new(
         client,
         p.client_id.clone(),

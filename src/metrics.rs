@@ -95,11 +95,28 @@ pub enum RefreshResult {
     ok,
     ended,
     failed,
+    /// Another replica refreshed it (through Redis): its tokens were taken.
+    from_replica,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RefreshLabels {
     result: RefreshResult,
+}
+
+/// How a Redis command went: answered, failed (timeout, connection), or not sent because Redis is
+/// known to be down (the breaker is open until a probe reaches it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RedisResult {
+    ok,
+    error,
+    short_circuit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RedisLabels {
+    result: RedisResult,
 }
 
 /// Every metric of the process, registered once at startup and shared behind an `Arc`.
@@ -115,6 +132,7 @@ pub struct Metrics {
     refreshes: Family<RefreshLabels, Counter>,
     logouts: Counter,
     sessions: Gauge,
+    redis: Family<RedisLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -195,6 +213,12 @@ impl Metrics {
             "Sessions held by the memory store",
             sessions.clone(),
         );
+        let redis = Family::<RedisLabels, Counter>::default();
+        registry.register(
+            "redis_requests",
+            "Redis commands by result (ok, error, short_circuit while Redis is known to be down)",
+            redis.clone(),
+        );
         let build = prometheus_client::metrics::info::Info::new(vec![(
             "version",
             env!("CARGO_PKG_VERSION"),
@@ -212,12 +236,17 @@ impl Metrics {
             refreshes,
             logouts,
             sessions,
+            redis,
         }
     }
 
     /// The gauge the memory session store keeps up to date.
     pub fn sessions_gauge(&self) -> Gauge {
         self.sessions.clone()
+    }
+
+    pub fn redis(&self, result: RedisResult) {
+        self.redis.get_or_create(&RedisLabels { result }).inc();
     }
 
     pub fn refresh(&self, result: RefreshResult) {

@@ -13,13 +13,17 @@ enum Store {
     Cookie,
     Memory,
     Redis,
+    /// The cookie store, with Redis for what replicas share (`session.redis` beside `store: cookie`).
+    CookieSharedInRedis,
 }
 
 struct Stack {
     op: Op,
     op_options: OpOptions,
-    _redis: Option<Redis>,
+    redis: Option<Redis>,
     portcullis: Portcullis,
+    /// More replicas beside `portcullis`, behind the same Envoy.
+    replicas: Vec<Portcullis>,
     envoy: Envoy,
     upstream: EchoUpstream,
     config: String,
@@ -47,9 +51,15 @@ impl Stack {
 
     /// With the provider started as `op` says (its callback and logout URLs are set here).
     async fn start_op(op: OpOptions, store: Store) -> Self {
+        Self::start_replicated(op, store, 1).await
+    }
+
+    /// `replicas` portcullis processes with one config behind one Envoy, which deals checks to them
+    /// in turn.
+    async fn start_replicated(op: OpOptions, store: Store, replicas: usize) -> Self {
         let client_auth = op.client_auth_method.clone();
         let redis = match store {
-            Store::Redis => Some(Redis::start().await),
+            Store::Redis | Store::CookieSharedInRedis => Some(Redis::start().await),
             Store::Cookie | Store::Memory => None,
         };
         let secret = session_secret();
@@ -60,7 +70,10 @@ impl Stack {
                 "{{secret: '{secret}', store: redis, redis: {{url: '{}'}}}}",
                 r.url
             ),
-            (Store::Redis, None) => unreachable!(),
+            (Store::CookieSharedInRedis, Some(r)) => {
+                format!("{{secret: '{secret}', redis: {{url: '{}'}}}}", r.url)
+            }
+            (Store::Redis | Store::CookieSharedInRedis, None) => unreachable!(),
         };
         let upstream = EchoUpstream::start().await;
         let grpc = free_port();
@@ -73,8 +86,9 @@ impl Stack {
         };
         let op = Op::start(op_options.clone()).await;
         // session.secure stays true (the default): Chromium keeps __Host- cookies on http://127.0.0.1.
-        let config = format!(
-            "listen: {{grpc: '127.0.0.1:{grpc}', admin: '127.0.0.1:{admin}'}}\n\
+        let config_on = |grpc: u16| {
+            format!(
+                "listen: {{grpc: '127.0.0.1:{grpc}', admin: '127.0.0.1:{admin}'}}\n\
              provider:\n  issuer: '{issuer}'\n  client_id: {CLIENT_ID}\n  client_secret: {CLIENT_SECRET}\n\
              \x20 audience: '{AUDIENCE}'\n  extra_auth_params: {{prompt: consent}}\n{auth}\
              session: {session}\n\
@@ -82,22 +96,33 @@ impl Stack {
              - {{name: health, path_prefix: /healthcheck, action: public}}\n\
              - {{name: api, path_prefix: /api/, action: api}}\n\
              - {{name: app, path_prefix: /, action: login}}\n",
-            admin = free_port(),
-            issuer = op.issuer,
-            auth = client_auth.as_deref().map_or(String::new(), |m| format!(
-                "  token_endpoint_auth_method: {m}\n"
-            )),
-        );
+                admin = free_port(),
+                issuer = op.issuer,
+                auth = client_auth.as_deref().map_or(String::new(), |m| format!(
+                    "  token_endpoint_auth_method: {m}\n"
+                )),
+            )
+        };
+        let config = config_on(grpc);
         let portcullis = Portcullis::start(&config).await;
-        let envoy = Envoy::from_shipped("envoy/envoy.yaml", ports).await;
+        let mut more = Vec::new();
+        for _ in 1..replicas {
+            more.push(Portcullis::start(&config_on(free_port())).await);
+        }
+        let envoy_config = with_replicas(
+            &shipped_config("envoy/envoy.yaml", ports),
+            &more.iter().map(|p| p.grpc_port).collect::<Vec<_>>(),
+        );
+        let envoy = Envoy::start(&envoy_config).await;
         Self {
             op_options: OpOptions {
                 port: Some(op.port),
                 ..op_options
             },
             op,
-            _redis: redis,
+            redis,
             portcullis,
+            replicas: more,
             envoy,
             upstream,
             config,
@@ -581,7 +606,10 @@ async fn metric(s: &Stack, series: &str) -> u64 {
 }
 
 async fn token_requests(s: &Stack) -> u64 {
-    let m = s.portcullis.metrics().await;
+    token_requests_of(&s.portcullis.metrics().await)
+}
+
+fn token_requests_of(m: &str) -> u64 {
     m.lines()
         .filter(|l| {
             l.starts_with("portcullis_idp_request_duration_seconds_count{endpoint=\"token\"")
@@ -723,4 +751,87 @@ async fn a_token_response_without_expires_in_still_refreshes() {
         1
     );
     assert_ne!(deep_link_request(&s, "/later").all("authorization"), first);
+}
+
+/// The provider rotates refresh tokens and revokes the grant when one is used twice (Auth0's
+/// rotation, oidc-provider's reuse detection). Two replicas share Redis (beside the cookie store):
+/// after the access token runs short, 20 parallel requests land on both, one refresh reaches the
+/// provider, the other replica takes its tokens, and the user stays signed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy, Redis and the OpenID provider: run scripts/test"]
+async fn replicas_sharing_redis_refresh_a_rotating_token_once() {
+    let op = OpOptions {
+        access_token_ttl: Some(8),
+        rotate_refresh_tokens: true,
+        ..OpOptions::auth0()
+    };
+    let s = Stack::start_replicated(op, Store::CookieSharedInRedis, 2).await;
+    let mut b = Browser::start();
+    s.login(&mut b, "/start", "karl");
+    let token_requests_at_login = all_token_requests(&s).await;
+    // Past half of the 8 s lifetime (refresh_before is capped at half), before expiry.
+    tokio::time::sleep(std::time::Duration::from_millis(5000)).await;
+    let burst = b.run(json!({"op": "fetch_many", "url": s.url("/api/tables"), "count": 20}));
+    assert_eq!(burst["statuses"], json!(vec![200; 20]), "{burst}");
+    assert_eq!(
+        all_token_requests(&s).await - token_requests_at_login,
+        1,
+        "the provider saw one refresh for 20 requests on two replicas"
+    );
+    for replica in std::iter::once(&s.portcullis).chain(&s.replicas) {
+        let m = replica.metrics().await;
+        assert!(
+            !m.contains("result=\"ended\"") && !m.contains("result=\"failed\""),
+            "{m}"
+        );
+    }
+    // Long after the first token expired, the user is still signed in, on both replicas.
+    tokio::time::sleep(std::time::Duration::from_millis(4000)).await;
+    for path in ["/later", "/later-again"] {
+        let page = b.goto(&s.url(path));
+        assert_eq!(page["url"], s.url(path), "{page}");
+    }
+}
+
+/// While Redis is down, session requests fail at once (503, never a timeout each) and are counted;
+/// when it is back, sessions are read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy, Redis and the OpenID provider: run scripts/test"]
+async fn a_redis_that_is_down_is_not_asked_until_it_answers_again() {
+    let mut s = Stack::start_with(None, Store::Redis).await;
+    let mut b = Browser::start();
+    s.login(&mut b, "/start", "leo");
+    let mut redis = s.redis.take().unwrap();
+    redis.stop();
+    let burst = b.run(json!({"op": "fetch_many", "url": s.url("/api/tables"), "count": 10}));
+    assert_eq!(burst["statuses"], json!(vec![503; 10]), "{burst}");
+    let short_circuited = metric(
+        &s,
+        "portcullis_redis_requests_total{result=\"short_circuit\"}",
+    )
+    .await;
+    assert!(
+        short_circuited >= 9,
+        "one request finds Redis down, the others are not sent: {short_circuited}"
+    );
+    // Back (empty: its sessions are gone): the session is revoked, not unreadable.
+    s.redis = Some(Redis::start_on(redis.port).await);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = b.fetch(&s.url("/api/tables"))["status"].as_u64().unwrap();
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, 401, "Redis answers again");
+}
+
+/// Token endpoint calls of every replica.
+async fn all_token_requests(s: &Stack) -> u64 {
+    let mut total = 0;
+    for replica in std::iter::once(&s.portcullis).chain(&s.replicas) {
+        total += token_requests_of(&replica.metrics().await);
+    }
+    total
 }

@@ -70,7 +70,8 @@ pub async fn fresh_redis_session_cookie(
     secret: &str,
     token: &str,
 ) -> String {
-    let redis = portcullis::session::store::RedisStore::connect(url, Duration::from_secs(1))
+    let metrics = std::sync::Arc::new(portcullis::metrics::Metrics::new());
+    let redis = portcullis::session::RedisStore::connect(url, Duration::from_secs(1), metrics)
         .await
         .expect("connecting to Redis");
     let backend = portcullis::session::Backend::Redis(redis);

@@ -3,7 +3,9 @@
 
 pub mod codec;
 pub mod cookie;
+pub mod error;
 pub mod record;
+pub mod redis;
 pub mod store;
 
 use std::sync::Arc;
@@ -14,8 +16,10 @@ use serde_json::{Map, Value};
 
 pub use codec::{Codec, Purpose};
 pub use cookie::{Cookies, Jar};
+pub use error::StoreError;
 pub use record::Session;
-pub use store::{Backend, StoreError, StoreKind};
+pub use redis::RedisStore;
+pub use store::{Backend, StoreKind};
 
 use crate::secret::KeyedHash;
 use crate::token::validate;
@@ -69,6 +73,14 @@ fn id_token_claims(id_token: &str) -> Option<Map<String, Value>> {
     ))
 }
 
+/// The names of the turn to refresh a session's access token, and of its published result.
+fn refresh_names(sid: &str, exp: u64) -> (String, String) {
+    (
+        format!("refresh-turn:{sid}:{exp}"),
+        format!("refresh:{sid}:{exp}"),
+    )
+}
+
 /// What the cookie holds when the session itself lives server-side.
 #[derive(Serialize, Deserialize)]
 struct Handle {
@@ -89,7 +101,30 @@ pub struct SessionStore {
     /// is exactly what opening would give; the timeouts are still checked on every request.
     opened: moka::sync::Cache<[u8; 32], Arc<Session>>,
     hash: KeyedHash,
+    /// Redis when configured (`session.redis`, whatever the store): what replicas agree on.
+    shared: Option<RedisStore>,
 }
+
+/// Who refreshes an access token, among the replicas sharing Redis.
+pub enum RefreshTurn {
+    /// Nothing is shared (no Redis): this process refreshes, once (its own single flight).
+    Alone,
+    /// This replica refreshes; then [`SessionStore::publish_refresh`] or
+    /// [`SessionStore::release_refresh`].
+    Mine,
+    /// Another replica refreshed it: its session, with the new tokens.
+    Done(Box<Session>),
+    /// Another replica held the turn and published nothing in time.
+    Lost,
+}
+
+/// How long a replica may hold the turn to refresh (the IdP client gives up after 5 s).
+const REFRESH_TURN: Duration = Duration::from_secs(10);
+/// How long another replica's refresh is waited for, and how often it is looked for meanwhile.
+const REFRESH_WAIT: Duration = Duration::from_secs(6);
+const REFRESH_POLL: Duration = Duration::from_millis(50);
+/// How long a published refresh is kept for the requests still carrying the old token.
+const REFRESH_KEPT: Duration = Duration::from_secs(60);
 
 /// Opened cookie-store sessions kept at most (a session is 2-4 KB), and for how long: an active
 /// browser's cookie is reissued at least every [`TOUCH_EVERY`] anyway.
@@ -119,7 +154,14 @@ impl SessionStore {
                 .time_to_live(OPENED_TTL)
                 .build(),
             hash: KeyedHash::random(),
+            shared: None,
         }
+    }
+
+    /// Shares one-time claims and refreshes with every replica using `redis`.
+    pub fn shared_with(mut self, redis: RedisStore) -> Self {
+        self.shared = Some(redis);
+        self
     }
 
     pub fn cookies(&self) -> &Cookies {
@@ -210,9 +252,80 @@ impl SessionStore {
         )?)
     }
 
-    /// See [`Backend::claim_once`].
+    /// True for the first claim of `key` within `ttl` among the replicas sharing Redis; without
+    /// Redis, always true (the caller's own process decides).
     pub async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
-        self.backend.claim_once(key, ttl).await
+        match &self.shared {
+            Some(redis) => redis.set_once(&format!("claim:{key}"), ttl).await,
+            None => Ok(true),
+        }
+    }
+
+    /// Whose turn it is to refresh the access token of session `sid` that expires at `exp`: a
+    /// replica that finds the turn taken waits for the taker's tokens. A refresh token used twice
+    /// makes a provider that rotates them (Auth0, oidc-provider) revoke the grant: the user would
+    /// be signed out by two replicas refreshing at once.
+    pub async fn refresh_turn(&self, sid: &str, exp: u64) -> Result<RefreshTurn, StoreError> {
+        let Some(redis) = &self.shared else {
+            return Ok(RefreshTurn::Alone);
+        };
+        let (lock, result) = refresh_names(sid, exp);
+        let deadline = tokio::time::Instant::now() + REFRESH_WAIT;
+        loop {
+            // The result first: it is published before the turn expires, and read after the turn
+            // is taken, so no replica refreshes a token another has refreshed.
+            if let Some(sealed) = redis.get_shared(&result).await? {
+                return self.open_published(&sealed).map(RefreshTurn::Done);
+            }
+            if redis.set_once(&lock, REFRESH_TURN).await? {
+                return match redis.get_shared(&result).await? {
+                    Some(sealed) => self.open_published(&sealed).map(RefreshTurn::Done),
+                    None => Ok(RefreshTurn::Mine),
+                };
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(RefreshTurn::Lost);
+            }
+            tokio::time::sleep(REFRESH_POLL).await;
+        }
+    }
+
+    /// The refreshed session, for the other replicas (sealed: it holds tokens).
+    pub async fn publish_refresh(
+        &self,
+        sid: &str,
+        exp: u64,
+        s: &Session,
+    ) -> Result<(), StoreError> {
+        let Some(redis) = &self.shared else {
+            return Ok(());
+        };
+        let plain = serde_json::to_vec(s).expect("a session always serializes");
+        let sealed = self.codec.seal(Purpose::Session, &plain);
+        redis
+            .put_shared(
+                &refresh_names(sid, exp).1,
+                sealed.into_bytes(),
+                REFRESH_KEPT,
+            )
+            .await
+    }
+
+    /// A refresh that brought no tokens: another replica may try.
+    pub async fn release_refresh(&self, sid: &str, exp: u64) -> Result<(), StoreError> {
+        match &self.shared {
+            Some(redis) => redis.delete_shared(&refresh_names(sid, exp).0).await,
+            None => Ok(()),
+        }
+    }
+
+    fn open_published(&self, sealed: &[u8]) -> Result<Box<Session>, StoreError> {
+        let sealed = std::str::from_utf8(sealed).map_err(|_| StoreError::Corrupt)?;
+        let plain = self
+            .codec
+            .open(Purpose::Session, sealed)
+            .map_err(|_| StoreError::Corrupt)?;
+        serde_json::from_slice(&plain).map_err(|_| StoreError::Corrupt)
     }
 
     /// Logout: the session as it was (for the IdP's `id_token_hint`), deleted from a server-side

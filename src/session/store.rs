@@ -1,28 +1,15 @@
 //! Where sessions live. `cookie` (the default) keeps the whole sealed session in the browser;
-//! `memory` and `redis` keep it server-side under a random id, the cookie holding only that id
-//! (sealed), so that logout revokes it everywhere and a copied cookie dies with the session.
+//! `memory` and `redis` (redis.rs) keep it server-side under a random id, the cookie holding only
+//! that id (sealed), so that logout revokes it everywhere and a copied cookie dies with the session.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands as _;
 use serde::Deserialize;
-use thiserror::Error;
 
+use super::error::StoreError;
 use super::record::Session;
-
-#[derive(Debug, Error)]
-pub enum StoreError {
-    #[error("session store timed out")]
-    Timeout,
-    #[error("session store: {0}")]
-    Redis(String),
-    #[error("session data unreadable")]
-    Corrupt,
-    /// Too large for the cookie store: a server-side store keeps any size.
-    #[error("session too large for cookies ({0}); use session.store: redis or memory")]
-    TooLarge(#[from] super::cookie::TooLarge),
-}
+use super::redis::RedisStore;
 
 /// A server-side session store.
 #[allow(async_fn_in_trait)] // used through `Backend`, never as a trait object
@@ -138,83 +125,6 @@ impl SessionBackend for MemoryStore {
     }
 }
 
-/// Sessions in Redis, shared by every replica. One multiplexed connection that reconnects by
-/// itself; every command bounded by a timeout, so a slow Redis fails closed instead of piling up.
-pub struct RedisStore {
-    conn: redis::aio::ConnectionManager,
-    timeout: Duration,
-}
-
-const KEY_PREFIX: &str = "portcullis:session:";
-/// One-time claims (a login's `state`), by a hash of what is claimed.
-const CLAIM_PREFIX: &str = "portcullis:claim:";
-
-impl RedisStore {
-    /// Connects now, so a wrong URL is a startup error rather than every login's.
-    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Redis(e.to_string()))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let conn = tokio::time::timeout(
-            timeout * 3,
-            redis::aio::ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| StoreError::Timeout)?
-        .map_err(|e| StoreError::Redis(e.to_string()))?;
-        Ok(Self { conn, timeout })
-    }
-
-    async fn bounded<T>(
-        &self,
-        f: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.timeout, f)
-            .await
-            .map_err(|_| StoreError::Timeout)?
-            .map_err(|e| StoreError::Redis(format!("{:?}", e.kind())))
-    }
-}
-
-impl RedisStore {
-    /// `SET NX`: true for the one caller, among every replica, that claimed `key` first.
-    async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        let digest = blake3::hash(key.as_bytes()).to_hex();
-        let options = redis::SetOptions::default()
-            .conditional_set(redis::ExistenceCheck::NX)
-            .with_expiration(redis::SetExpiry::EX(ttl.as_secs().max(1)));
-        let set: Option<String> = self
-            .bounded(conn.set_options(format!("{CLAIM_PREFIX}{digest}"), 1, options))
-            .await?;
-        Ok(set.is_some())
-    }
-}
-
-impl SessionBackend for RedisStore {
-    async fn get(&self, sid: &str) -> Result<Option<Session>, StoreError> {
-        let mut conn = self.conn.clone();
-        let raw: Option<Vec<u8>> = self.bounded(conn.get(format!("{KEY_PREFIX}{sid}"))).await?;
-        raw.map(|r| serde_json::from_slice(&r).map_err(|_| StoreError::Corrupt))
-            .transpose()
-    }
-
-    async fn put(&self, s: &Session, ttl: Duration) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let json = serde_json::to_vec(s).expect("a session always serializes");
-        let secs = ttl.as_secs().max(1);
-        self.bounded(conn.set_ex::<_, _, ()>(format!("{KEY_PREFIX}{}", s.sid), json, secs))
-            .await
-    }
-
-    async fn delete(&self, sid: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        self.bounded(conn.del::<_, ()>(format!("{KEY_PREFIX}{sid}")))
-            .await
-    }
-}
-
 impl Backend {
     pub async fn get(&self, sid: &str) -> Result<Option<Session>, StoreError> {
         match self {
@@ -237,15 +147,6 @@ impl Backend {
             Self::Cookie => Ok(()),
             Self::Memory(m) => m.delete(sid).await,
             Self::Redis(r) => r.delete(sid).await,
-        }
-    }
-
-    /// True for the first claim of `key` within `ttl` among the replicas sharing this store; the
-    /// stores that share nothing leave that to the caller's own process (always true).
-    pub async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
-        match self {
-            Self::Cookie | Self::Memory(_) => Ok(true),
-            Self::Redis(r) => r.claim_once(key, ttl).await,
         }
     }
 

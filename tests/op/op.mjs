@@ -11,6 +11,8 @@
 //   OP_ACCESS_TOKEN_TTL    access token lifetime in seconds (3600)
 //   OP_CLIENT_AUTH_METHOD  how the client authenticates at the token endpoint (client_secret_basic)
 //   OP_OMIT_EXPIRES_IN=1   token responses say nothing of the access token's lifetime (no expires_in)
+//   OP_ROTATE_REFRESH_TOKENS=1  every refresh gives a new refresh token; using an old one again
+//                          revokes the whole grant (reuse detection, as Auth0's rotation does)
 // A request carrying `x-test-hold-callback: 1` that the provider would redirect to the client's
 // redirect URI gets a page with that URL as a link (id=callback) instead: a test replays it as it likes.
 // One confidential client, amundsen / amundsen-secret (client_secret_basic): authorization code with
@@ -83,6 +85,7 @@ const provider = new Provider(issuer, {
     return { email: emailOf(token.accountId), email_verified: true, ...(groups.length ? { groups } : {}) };
   },
   pkce: { required: () => true },
+  rotateRefreshToken: Boolean(env.OP_ROTATE_REFRESH_TOKENS),
   extraParams: ['audience'], // Auth0's name for the resource, on the authorization request
   features: {
     devInteractions: { enabled: true },

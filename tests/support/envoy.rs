@@ -171,6 +171,31 @@ pub fn shipped_config(path: &str, ports: EnvoyPorts) -> String {
     serde_yaml_ng::to_string(&config).unwrap()
 }
 
+/// `config` with more portcullis replicas (on loopback `ports`) beside the first in the `portcullis`
+/// cluster: Envoy deals its checks to them in turn.
+pub fn with_replicas(config: &str, ports: &[u16]) -> String {
+    let mut config: Value = serde_yaml_ng::from_str(config).expect("Envoy config is YAML");
+    let Value::Sequence(clusters) = &mut config["static_resources"]["clusters"] else {
+        panic!("no static_resources.clusters");
+    };
+    let cluster = clusters
+        .iter_mut()
+        .find(|c| c["name"] == "portcullis")
+        .expect("a portcullis cluster");
+    let Value::Sequence(endpoints) =
+        &mut cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    else {
+        panic!("the portcullis cluster has no lb_endpoints");
+    };
+    let first = endpoints[0].clone();
+    for port in ports {
+        let mut endpoint = first.clone();
+        set_address(&mut endpoint["endpoint"]["address"], *port);
+        endpoints.push(endpoint);
+    }
+    serde_yaml_ng::to_string(&config).unwrap()
+}
+
 fn set_address(address: &mut Value, port: u16) {
     let socket = &mut address["socket_address"];
     assert!(socket.is_mapping(), "not a socket_address: {address:?}");

@@ -32,6 +32,8 @@ pub struct OpOptions {
     pub client_auth_method: Option<String>,
     /// `OP_OMIT_EXPIRES_IN`: token responses without `expires_in`.
     pub omit_expires_in: bool,
+    /// `OP_ROTATE_REFRESH_TOKENS`: a new refresh token each time, reuse revokes the grant.
+    pub rotate_refresh_tokens: bool,
 }
 
 impl Default for OpOptions {
@@ -46,6 +48,7 @@ impl Default for OpOptions {
             port: None,
             client_auth_method: None,
             omit_expires_in: false,
+            rotate_refresh_tokens: false,
         }
     }
 }
@@ -96,10 +99,15 @@ impl Op {
         if let Some(method) = &opts.client_auth_method {
             cmd.env("OP_CLIENT_AUTH_METHOD", method);
         }
-        if opts.omit_expires_in {
-            cmd.env("OP_OMIT_EXPIRES_IN", "1");
-        } else {
-            cmd.env_remove("OP_OMIT_EXPIRES_IN");
+        for (var, on) in [
+            ("OP_ROTATE_REFRESH_TOKENS", opts.rotate_refresh_tokens),
+            ("OP_OMIT_EXPIRES_IN", opts.omit_expires_in),
+        ] {
+            if on {
+                cmd.env(var, "1");
+            } else {
+                cmd.env_remove(var);
+            }
         }
         if let Some(ttl) = opts.access_token_ttl {
             cmd.env("OP_ACCESS_TOKEN_TTL", ttl.to_string());

@@ -8,6 +8,7 @@ use super::*;
 
 pub struct Redis {
     pub proc: Proc,
+    pub port: u16,
     /// `redis://127.0.0.1:<port>/0`
     pub url: String,
 }
@@ -15,8 +16,12 @@ pub struct Redis {
 impl Redis {
     /// Debian's redis-server on a free loopback port, nothing persisted.
     pub async fn start() -> Self {
+        Self::start_on(free_port()).await
+    }
+
+    /// On `port` (a Redis started again where it was).
+    pub async fn start_on(port: u16) -> Self {
         let server = installed("/usr/bin/redis-server");
-        let port = free_port();
         let mut cmd = Command::new(server);
         cmd.args([
             "--bind",
@@ -37,7 +42,12 @@ impl Redis {
         .await;
         Self {
             proc,
+            port,
             url: format!("redis://127.0.0.1:{port}/0"),
         }
+    }
+
+    pub fn stop(&mut self) {
+        self.proc.terminate(Duration::from_secs(5));
     }
 }

@@ -1,12 +1,15 @@
 //! The refresh of a session's access token with its refresh token: early enough that the
-//! upstream never gets an expired token, once per session however many requests arrive meanwhile.
+//! upstream never gets an expired token, once per session however many requests arrive meanwhile,
+//! in this process (a single flight) and, with Redis, among every replica (one takes the turn, the
+//! others take its tokens): a refresh token used twice makes a provider that rotates them revoke
+//! the grant.
 
 use std::sync::Arc;
 
 use super::{LoginFlow, Refreshed, access_expiry};
 use crate::idp::{Grant, TokenError};
 use crate::metrics::RefreshResult;
-use crate::session::{Session, SessionMiss};
+use crate::session::{RefreshTurn, Session, SessionMiss};
 
 impl LoginFlow {
     /// The session with an access token fit for use: refreshed when less than `refresh_before`
@@ -47,7 +50,46 @@ impl LoginFlow {
         }
     }
 
-    async fn refresh(&self, mut s: Session, now: u64) -> Arc<Refreshed> {
+    async fn refresh(&self, s: Session, now: u64) -> Arc<Refreshed> {
+        let (sid, exp) = (s.sid.clone(), s.access_expires_at);
+        let turn = self
+            .sessions
+            .refresh_turn(&sid, exp)
+            .await
+            .unwrap_or_else(|e| {
+                // Refreshing here may race another replica; not refreshing would end the session.
+                tracing::warn!(error = %e, "Redis cannot share this refresh; refreshing here");
+                RefreshTurn::Alone
+            });
+        match turn {
+            RefreshTurn::Alone => self.refresh_at_idp(s, now).await,
+            RefreshTurn::Mine => {
+                let outcome = self.refresh_at_idp(s, now).await;
+                let shared = match &*outcome {
+                    Refreshed::Tokens(new) => self.sessions.publish_refresh(&sid, exp, new).await,
+                    Refreshed::Ended | Refreshed::Failed => {
+                        self.sessions.release_refresh(&sid, exp).await
+                    }
+                };
+                if let Err(e) = shared {
+                    tracing::warn!(error = %e, "a refresh could not be shared with other replicas");
+                }
+                outcome
+            }
+            RefreshTurn::Done(new) => {
+                self.metrics.refresh(RefreshResult::from_replica);
+                Arc::new(Refreshed::Tokens(new))
+            }
+            RefreshTurn::Lost => {
+                tracing::warn!("another replica's refresh did not come; keeping the session");
+                self.metrics.refresh(RefreshResult::failed);
+                Arc::new(Refreshed::Failed)
+            }
+        }
+    }
+
+    /// Asks the provider for new tokens with the session's refresh token.
+    async fn refresh_at_idp(&self, mut s: Session, now: u64) -> Arc<Refreshed> {
         let (Some(metadata), Some(refresh_token)) = (self.keys.metadata(), s.refresh_token.clone())
         else {
             return Arc::new(Refreshed::Failed);
