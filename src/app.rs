@@ -14,6 +14,7 @@ use crate::authz::login::{LoginFlow, LoginSettings};
 use crate::config::Config;
 use crate::grpc::AuthorizationService;
 use crate::idp::{IdpClient, TokenEndpoint, same_issuer};
+use crate::listener::GuardedListener;
 use crate::metrics::{FetchTrigger, Metrics};
 use crate::readiness::{Loaded, Readiness};
 use crate::session::store::MemoryStore;
@@ -266,11 +267,11 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
-    // TCP_NODELAY on every accepted connection. The builder's `tcp_nodelay` only reaches sockets
-    // tonic binds itself, not a listener handed in: without it an allow answer (header, data and
-    // trailer frames) waited for the peer's delayed ACK, 40 ms per check (found by benches/load.rs).
-    let grpc_incoming =
-        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    // Both ports hold their connections to listen's limits (listener.rs). TCP_NODELAY is set on
+    // every accepted connection there: without it an allow answer (header, data and trailer
+    // frames) waited for the peer's delayed ACK, 40 ms per check (found by benches/load.rs).
+    let limits = config.listen.limits;
+    let grpc_incoming = GuardedListener::new(grpc_listener, limits).into_stream();
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
@@ -285,7 +286,7 @@ pub async fn run(
         )
         .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone()));
     let admin = axum::serve(
-        admin_listener,
+        GuardedListener::new(admin_listener, limits),
         crate::http::admin::router(metrics.clone(), readiness.clone()),
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));

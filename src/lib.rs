@@ -12,7 +12,7 @@
 //! session            browser sessions: cookies, sealing, stores
 //! token              JWKS caches, bearer and ID token validation
 //! idp                the provider over HTTP: client, discovery, token endpoint
-//! identity metrics readiness secret telemetry proto     leaves: import nothing of the crate
+//! identity listener metrics readiness secret telemetry proto   leaves: import nothing of the crate
 //! ```
 //!
 //! One check, top to bottom:
@@ -42,6 +42,8 @@ pub mod http;
 pub mod identity;
 /// The OpenID provider over HTTP: client, discovery, token endpoint.
 pub mod idp;
+/// Listeners that bound connections: how many, and how long they may stay silent.
+pub mod listener;
 /// Prometheus metrics.
 pub mod metrics;
 /// Generated protobuf code, fenced in one module.

@@ -87,6 +87,11 @@ impl Harness {
 
     /// Like `start`, with the IdP failing from the beginning when `down`.
     async fn start_with(initial: &[&str], delay_ms: u64, down: bool) -> Self {
+        Self::start_listening(initial, delay_ms, down, "").await
+    }
+
+    /// Like `start_with`, with more `listen` keys (`, key: value` each).
+    async fn start_listening(initial: &[&str], delay_ms: u64, down: bool, listen: &str) -> Self {
         let idp = Arc::new(Idp::default());
         idp.down.store(down, Ordering::SeqCst);
         *idp.jwks.lock().await = jwks(initial);
@@ -101,7 +106,7 @@ impl Harness {
         tokio::spawn(async move { axum::serve(idp_listener, app).await });
 
         let yaml = format!(
-            "listen: {{drain_delay: 1s}}\n\
+            "listen: {{drain_delay: 1s{listen}}}\n\
              provider: {{issuer: '{issuer}', client_id: amundsen, jwks_min_refetch_interval: 2s}}\n\
              bearer: [{{issuer: '{issuer}', audiences: ['{AUD}']}}]\n\
              routes: [{{name: api, path_prefix: /, action: api}}]\n"
@@ -460,4 +465,59 @@ async fn a_burst_of_cancelled_checks_keeps_the_connection_open() {
     ));
     drop(tcp);
     h.stop().await;
+}
+
+/// Connections that never send anything, on either port, are closed after the handshake timeout,
+/// while real checks go on; at the connection cap the next client waits for a free place instead
+/// of being refused.
+#[tokio::test]
+async fn connections_that_never_speak_are_closed_while_checks_go_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let h = Harness::start_listening(
+        &["rs256-a"],
+        0,
+        false,
+        ", handshake_timeout: 1s, idle_timeout: 2s, max_connections: 12",
+    )
+    .await;
+    h.wait_ready().await;
+    let admin = h.admin.trim_start_matches("http://").to_owned();
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        silent.push(TcpStream::connect(h.grpc).await.unwrap());
+        silent.push(TcpStream::connect(&admin).await.unwrap());
+    }
+    let token = h.token("rs256-a", "rs256-a");
+    for _ in 0..5 {
+        assert_eq!(h.check(&token).await, 200, "checks go on meanwhile");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for mut conn in silent {
+        // The gRPC port sends its HTTP/2 settings first; then the connection must end.
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut sink))
+            .await
+            .expect("a silent connection is closed (configured: after 1 s)");
+        assert!(
+            read.is_err() || !sink.starts_with(b"HTTP/"),
+            "closed, not answered: {read:?}"
+        );
+    }
+    // The admin port at its cap of 12: a client beyond it is served once a place is free.
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        held.push(TcpStream::connect(&admin).await.unwrap());
+    }
+    let mut late = TcpStream::connect(&admin).await.unwrap();
+    late.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), late.read_to_string(&mut answer))
+        .await
+        .expect("served once the held connections time out")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
 }

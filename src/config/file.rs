@@ -42,6 +42,14 @@ pub(super) struct ListenFile {
     /// (Envoy health checks, Kubernetes endpoints) stop sending before the listeners close.
     #[serde(with = "humantime_serde")]
     pub(super) drain_delay: Duration,
+    /// A connection that sends nothing this long after connecting is closed.
+    #[serde(with = "humantime_serde")]
+    pub(super) handshake_timeout: Duration,
+    /// A connection whose peer sends nothing this long is closed (HTTP/2 keepalive answers count).
+    #[serde(with = "humantime_serde")]
+    pub(super) idle_timeout: Duration,
+    /// Open connections per port at most; more wait in the kernel's backlog.
+    pub(super) max_connections: usize,
 }
 
 impl Default for ListenFile {
@@ -50,6 +58,9 @@ impl Default for ListenFile {
             grpc: ([0, 0, 0, 0], 9001).into(),
             admin: ([0, 0, 0, 0], 9090).into(),
             drain_delay: Duration::ZERO,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 10_000,
         }
     }
 }

@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::authz::{IdentityHeaders, Policy, UpstreamAuthorization};
 use crate::idp::TokenEndpointAuth;
+use crate::listener::Limits;
 use crate::secret::Secret;
 use crate::session::StoreKind;
 use crate::telemetry::LogFormat;
@@ -31,6 +32,7 @@ pub struct Listen {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
     pub drain_delay: Duration,
+    pub limits: Limits,
 }
 
 #[derive(Debug)]

@@ -34,6 +34,9 @@ fn minimal_config_gets_safe_defaults() {
     let c = load(&minimal()).unwrap();
     assert_eq!(c.listen.grpc.to_string(), "0.0.0.0:9001");
     assert_eq!(c.listen.admin.to_string(), "0.0.0.0:9090");
+    assert_eq!(c.listen.limits.handshake, Duration::from_secs(10));
+    assert_eq!(c.listen.limits.idle, Duration::from_secs(300));
+    assert_eq!(c.listen.limits.max_connections, 10_000);
     assert_eq!(c.provider.user_id_claim, "email");
     assert_eq!(c.provider.leeway, Duration::from_secs(30));
     assert_eq!(
@@ -175,7 +178,7 @@ fn missing_provider_is_one_clear_line() {
 #[test]
 fn every_semantic_problem_is_listed() {
     let yaml = r#"
-listen: {grpc: 127.0.0.1:9000, admin: 127.0.0.1:9000}
+listen: {grpc: 127.0.0.1:9000, admin: 127.0.0.1:9000, handshake_timeout: 0s, max_connections: 0}
 provider: {issuer: 'http://idp.example.com', client_id: '', leeway: 5m, scopes: [email], max_token_lifetime: 10s}
 session: {secret: tooshort}
 routes:
@@ -197,6 +200,8 @@ routes:
         "routes[2].name",
         "routes[2].require",
         "listen: grpc and admin",
+        "listen.handshake_timeout",
+        "listen.max_connections",
     ];
     for e in expect {
         assert!(

@@ -19,6 +19,7 @@ use crate::authz::policy::{
 };
 use crate::authz::{Action, IdentityHeaders, Policy};
 use crate::idp::same_issuer;
+use crate::listener::Limits;
 use crate::secret::Secret;
 use crate::session::StoreKind;
 
@@ -59,6 +60,16 @@ pub(super) fn validate(
     if file.listen.drain_delay > Duration::from_secs(60) {
         problems.push("listen.drain_delay: at most 60s".into());
     }
+    let l = &file.listen;
+    if l.handshake_timeout.is_zero() || l.handshake_timeout > Duration::from_secs(120) {
+        problems.push("listen.handshake_timeout: more than 0s, at most 2m".into());
+    }
+    if l.idle_timeout < l.handshake_timeout {
+        problems.push("listen.idle_timeout: at least listen.handshake_timeout".into());
+    }
+    if l.max_connections == 0 {
+        problems.push("listen.max_connections: at least 1".into());
+    }
     if file.listen.grpc == file.listen.admin {
         problems.push("listen: grpc and admin must use different ports".into());
     }
@@ -67,6 +78,11 @@ pub(super) fn validate(
             grpc: file.listen.grpc,
             admin: file.listen.admin,
             drain_delay: file.listen.drain_delay,
+            limits: Limits {
+                handshake: file.listen.handshake_timeout,
+                idle: file.listen.idle_timeout,
+                max_connections: file.listen.max_connections,
+            },
         },
         provider,
         bearer,
