@@ -67,21 +67,77 @@ impl Config {
         let mut problems = Vec::new();
         flaskoidc::overlay(&mut value, env, base, &mut problems);
         env::overlay(&mut value, env, &mut problems);
-        let file: FileConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let mut all = problems.clone();
-            all.push(if path == "." {
-                format!("config: {}", e.inner())
-            } else {
-                format!("{path}: {}", e.inner())
-            });
-            ConfigError::Invalid(all)
-        })?;
+        // Schema problems (unknown keys, wrong types) come all at once; the semantic checks run on
+        // a schema read without any, where each problem found is one of the user's.
+        let file = read_schema(value, &mut problems);
+        let Some(file) = file.filter(|_| problems.is_empty()) else {
+            return Err(ConfigError::Invalid(problems));
+        };
         let config = validate::validate(file, base, &mut problems);
         match config {
             Some(c) if problems.is_empty() => Ok(c),
             _ => Err(ConfigError::Invalid(problems)),
         }
+    }
+}
+
+/// How many problems of the schema (unknown keys, wrong types) are looked for in one run.
+const MAX_SCHEMA_PROBLEMS: usize = 50;
+
+/// The YAML tree read into the schema, every unknown key and wrongly typed value reported: serde
+/// stops at the first, so each one found is noted, taken out of the tree, and the rest read again.
+/// `None` when a problem cannot be taken out (a required key is missing).
+fn read_schema(mut value: Value, problems: &mut Vec<String>) -> Option<FileConfig> {
+    for _ in 0..MAX_SCHEMA_PROBLEMS {
+        let e = match serde_path_to_error::deserialize::<_, FileConfig>(value.clone()) {
+            Ok(file) => return Some(file),
+            Err(e) => e,
+        };
+        let path = e.path().to_string();
+        let mut message = e.inner().to_string();
+        if message.contains("duration") {
+            message.push_str(" (write it as 30s, 5m, 1h or 500ms)");
+        }
+        problems.push(if path == "." {
+            format!("config: {message}")
+        } else {
+            format!("{path}: {message}")
+        });
+        let segments: Vec<&serde_path_to_error::Segment> = e.path().iter().collect();
+        if !remove_at(&mut value, &segments) {
+            return None;
+        }
+    }
+    None
+}
+
+/// Takes the value at `path` out of the tree; false when there is none to take.
+fn remove_at(value: &mut Value, path: &[&serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut cur = value;
+    for segment in parents {
+        cur = match (segment, cur) {
+            (Segment::Map { key }, Value::Mapping(m)) => match m.get_mut(key.as_str()) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Sequence(s)) => match s.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, cur) {
+        (Segment::Map { key }, Value::Mapping(m)) => m.remove(key.as_str()).is_some(),
+        (Segment::Seq { index }, Value::Sequence(s)) if *index < s.len() => {
+            s.remove(*index);
+            true
+        }
+        _ => false,
     }
 }
 

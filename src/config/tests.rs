@@ -166,6 +166,29 @@ fn unknown_keys_are_refused_with_their_path() {
 }
 
 #[test]
+fn every_unknown_key_and_wrong_type_is_reported_at_once() {
+    let p = problems(&format!(
+        "{}session: {{cookie_nmae: x, secure: maybe}}\nlisten: {{drain_delay: 3}}\nlog: {{format: xml}}\n",
+        minimal().replace("client_id: abc", "client_id: abc, leeway: 30")
+    ));
+    for expected in [
+        "provider.leeway: ",
+        "session.cookie_nmae",
+        "session.secure: ",
+        "listen.drain_delay: ",
+        "log.format: ",
+    ] {
+        assert!(
+            p.iter().any(|l| l.starts_with(expected) || l.contains(expected)),
+            "missing {expected:?} in {p:#?}"
+        );
+    }
+    assert_eq!(p.len(), 5, "{p:#?}");
+    let leeway = p.iter().find(|l| l.starts_with("provider.leeway")).unwrap();
+    assert!(leeway.contains("30s"), "says the accepted form: {leeway}");
+}
+
+#[test]
 fn missing_provider_is_one_clear_line() {
     assert_eq!(
         problems("listen: {grpc: 127.0.0.1:1}"),
