@@ -179,7 +179,8 @@ fn every_unknown_key_and_wrong_type_is_reported_at_once() {
         "log.format: ",
     ] {
         assert!(
-            p.iter().any(|l| l.starts_with(expected) || l.contains(expected)),
+            p.iter()
+                .any(|l| l.starts_with(expected) || l.contains(expected)),
             "missing {expected:?} in {p:#?}"
         );
     }
