@@ -222,4 +222,29 @@ mod tests {
             assert_eq!(safe_return_to(evil), "/", "{evil:?}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// A cleaned path has one reading: cleaning it again gives it back unchanged.
+        #[test]
+        fn a_cleaned_path_cleans_to_itself(raw in "(/|[a-zA-Z0-9._~%;:@!$&'()*+,=\\-]|%[0-9a-fA-F]{2}|\\?){0,40}") {
+            if let Ok(clean) = clean_path(&raw) {
+                proptest::prop_assert_eq!(clean_path(clean), Ok(clean));
+                proptest::prop_assert!(clean.starts_with('/'));
+                proptest::prop_assert!(!clean.contains("//") && !clean.contains("/./") && !clean.contains("/../"));
+            }
+        }
+
+        /// No return target ever leaves the site: `/`, or a path on it with nothing a browser
+        /// could read as another host.
+        #[test]
+        fn no_return_target_leaves_the_site(raw in "(/|\\\\|[a-z.:@]|%[0-9a-fA-F]{2}|[\\t\\r\\n ]|\\?){0,30}") {
+            let target = safe_return_to(&raw);
+            proptest::prop_assert!(target == "/" || target == raw);
+            proptest::prop_assert!(target.starts_with('/'));
+            proptest::prop_assert!(!target.starts_with("//") && !target.starts_with("/\\"));
+            proptest::prop_assert!(target.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'\\'));
+        }
+    }
 }

@@ -183,4 +183,24 @@ mod tests {
             b"y"
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Whatever is sealed opens to itself, and no changed byte of it opens at all.
+        #[test]
+        fn seal_opens_to_itself_and_never_when_tampered(
+            plain in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            flip in proptest::prelude::any::<proptest::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let c = Codec::new(&[Secret::new("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")]);
+            let sealed = c.seal(Purpose::Session, &plain);
+            proptest::prop_assert_eq!(c.open(Purpose::Session, &sealed).unwrap(), plain);
+            let mut raw = B64.decode(&sealed).unwrap();
+            let i = flip.index(raw.len());
+            raw[i] ^= 1 << bit;
+            proptest::prop_assert!(c.open(Purpose::Session, &B64.encode(&raw)).is_err());
+        }
+    }
 }
