@@ -46,6 +46,7 @@ fn exported() -> BTreeSet<String> {
         std::time::Duration::from_millis(1),
     );
     m.refresh(RefreshResult::ok);
+    m.redis(RedisResult::ok);
     m.sessions_gauge().set(1);
     let scrape = m.encode();
     let mut names = BTreeSet::new();
