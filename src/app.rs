@@ -11,6 +11,7 @@ use tonic_health::ServingStatus;
 
 use crate::authz::Authorizer;
 use crate::authz::login::{LoginFlow, LoginSettings};
+use crate::authz::pass::PassIssuer;
 use crate::config::Config;
 use crate::grpc::AuthorizationService;
 use crate::idp::{IdpClient, TokenEndpoint, same_issuer};
@@ -19,6 +20,7 @@ use crate::metrics::{FetchTrigger, Metrics};
 use crate::readiness::{Loaded, Readiness};
 use crate::session::store::MemoryStore;
 use crate::session::{Backend, Codec, Cookies, RedisStore, SessionStore, StoreKind};
+use crate::token::pass::PassKeys;
 use crate::token::{IdentityClaims, Issuer, JwksCache, TimeRules, TokenCache, Verifier};
 
 /// Validated tokens kept at most; ~1 KiB each with their claims.
@@ -43,6 +45,8 @@ pub struct Core {
     /// Every issuer's key cache, the provider's first.
     pub caches: Vec<Arc<JwksCache>>,
     pub metrics: Arc<Metrics>,
+    /// The pass's JWKS (`pass.enabled`), published on the admin port.
+    pub pass_jwks: Option<Arc<str>>,
 }
 
 impl Core {
@@ -107,23 +111,28 @@ impl Core {
         for warning in config_warnings(config) {
             tracing::warn!("{warning}");
         }
+        let mut pass_jwks = None;
         if !config.session.keys.is_empty() {
-            authorizer = authorizer.with_login(
-                login_flow(
-                    config,
-                    provider_keys,
-                    client.clone(),
-                    metrics.clone(),
-                    session_store(config, &metrics).await?,
-                ),
-                config.upstream_authorization,
+            let mut login = login_flow(
+                config,
+                provider_keys,
+                client.clone(),
+                metrics.clone(),
+                session_store(config, &metrics).await?,
             );
+            if let Some(settings) = &config.pass {
+                let keys = PassKeys::derive(&config.session.keys);
+                pass_jwks = Some(Arc::from(keys.jwks()));
+                login = login.with_pass(PassIssuer::new(settings.clone(), keys));
+            }
+            authorizer = authorizer.with_login(login, config.upstream_authorization);
         }
         let authorizer = Arc::new(authorizer);
         Ok(Self {
             authorizer,
             caches: caches.into_iter().map(|(_, c)| c).collect(),
             metrics,
+            pass_jwks,
         })
     }
 }
@@ -287,7 +296,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone()));
     let admin = axum::serve(
         GuardedListener::new(admin_listener, limits),
-        crate::http::admin::router(metrics.clone(), readiness.clone()),
+        crate::http::admin::router(metrics.clone(), readiness.clone(), core.pass_jwks.clone()),
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
     let grpc = tokio::spawn(grpc);

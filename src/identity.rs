@@ -89,6 +89,26 @@ impl Principal {
         }
     }
 
+    /// The groups as one header value: comma-separated, each name with `%` and `,` percent-encoded,
+    /// so that `["eng,admins", "ops"]` stays two groups (`eng%2Cadmins,ops`) and decoding is
+    /// unambiguous. The same string goes into the identity header and the pass.
+    pub fn groups_header(&self) -> String {
+        let mut out = String::new();
+        for (i, group) in self.groups.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            for c in group.chars() {
+                match c {
+                    '%' => out.push_str("%25"),
+                    ',' => out.push_str("%2C"),
+                    c => out.push(c),
+                }
+            }
+        }
+        out
+    }
+
     /// The domain of a verified email with exactly one `@`, for `require.email_domains`.
     pub fn verified_email_domain(&self) -> Option<&str> {
         if self.email_verified != EmailVerified::Yes {

@@ -51,12 +51,13 @@ impl Stack {
 
     /// With the provider started as `op` says (its callback and logout URLs are set here).
     async fn start_op(op: OpOptions, store: Store) -> Self {
-        Self::start_replicated(op, store, 1).await
+        Self::start_replicated(op, store, 1, "").await
     }
 
     /// `replicas` portcullis processes with one config behind one Envoy, which deals checks to them
     /// in turn.
-    async fn start_replicated(op: OpOptions, store: Store, replicas: usize) -> Self {
+    /// `extra`: more top-level config keys.
+    async fn start_replicated(op: OpOptions, store: Store, replicas: usize, extra: &str) -> Self {
         let client_auth = op.client_auth_method.clone();
         let redis = match store {
             Store::Redis | Store::CookieSharedInRedis => Some(Redis::start().await),
@@ -95,7 +96,7 @@ impl Stack {
              routes:\n\
              - {{name: health, path_prefix: /healthcheck, action: public}}\n\
              - {{name: api, path_prefix: /api/, action: api}}\n\
-             - {{name: app, path_prefix: /, action: login}}\n",
+             - {{name: app, path_prefix: /, action: login}}\n{extra}",
                 admin = free_port(),
                 issuer = op.issuer,
                 auth = client_auth.as_deref().map_or(String::new(), |m| format!(
@@ -765,7 +766,7 @@ async fn replicas_sharing_redis_refresh_a_rotating_token_once() {
         rotate_refresh_tokens: true,
         ..OpOptions::auth0()
     };
-    let s = Stack::start_replicated(op, Store::CookieSharedInRedis, 2).await;
+    let s = Stack::start_replicated(op, Store::CookieSharedInRedis, 2, "").await;
     let mut b = Browser::start();
     s.login(&mut b, "/start", "karl");
     let token_requests_at_login = all_token_requests(&s).await;
@@ -834,4 +835,122 @@ async fn all_token_requests(s: &Stack) -> u64 {
         total += token_requests_of(&replica.metrics().await);
     }
     total
+}
+
+/// With `pass.enabled`, a signed-in browser gets a pass beside its session: Envoy's own `jwt_authn`
+/// accepts it with the keys portcullis publishes on its admin port and copies the identity into the
+/// headers; a changed pass is refused; the upstream never sees the cookie; logout clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Envoy and the OpenID provider: run scripts/test"]
+async fn a_pass_from_a_login_is_verified_by_envoys_jwt_authn() {
+    let s = Stack::start_replicated(
+        OpOptions::auth0(),
+        Store::Cookie,
+        1,
+        "pass: {enabled: true, lifetime: 2m}\n",
+    )
+    .await;
+    let mut b = Browser::start();
+    s.login(&mut b, "/start", "mona");
+    let cookies = b.run(json!({"op": "cookies"}));
+    let pass = cookies["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "__Host-portcullis-pass")
+        .map(|c| c["value"].as_str().unwrap().to_owned())
+        .expect("a pass beside the session");
+    assert!(
+        !deep_link_request(&s, "/start")
+            .all("cookie")
+            .iter()
+            .any(|c| c.contains("portcullis")),
+        "the upstream never sees portcullis's cookies"
+    );
+    let jwks: Value = http_client()
+        .get(format!("{}/.well-known/jwks.json", s.portcullis.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
+
+    // Envoy's own JWT filter with portcullis's published keys, in front of the same upstream.
+    let admin_port: u16 = s
+        .portcullis
+        .admin
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (listener, envoy_admin) = (free_port(), free_port());
+    let envoy = Envoy::start(&format!(
+        r#"
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {envoy_admin}}}}}}}
+static_resources:
+  listeners:
+  - name: pass
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {listener}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: pass
+          route_config:
+            virtual_hosts:
+            - {{name: all, domains: ["*"], routes: [{{match: {{prefix: "/"}}, route: {{cluster: upstream}}}}]}}
+          http_filters:
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                pass:
+                  issuer: https://portcullis.invalid/
+                  audiences: [portcullis]
+                  from_cookies: [__Host-portcullis-pass]
+                  remote_jwks:
+                    http_uri: {{uri: "http://127.0.0.1:{admin_port}/.well-known/jwks.json", cluster: portcullis_admin, timeout: 2s}}
+                  claim_to_headers:
+                  - {{header_name: x-auth-request-user, claim_name: user}}
+                  - {{header_name: x-auth-request-email, claim_name: email}}
+                  - {{header_name: x-auth-request-groups, claim_name: groups}}
+              rules: [{{match: {{prefix: "/"}}, requires: {{provider_name: pass}}}}]
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: upstream
+    load_assignment: {{cluster_name: upstream, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}}}]}}]}}
+  - name: portcullis_admin
+    load_assignment: {{cluster_name: portcullis_admin, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}}}}}]}}]}}
+"#,
+        upstream = s.upstream.port,
+    ))
+    .await;
+    let http = http_client();
+    let with_pass = |pass: String| {
+        http.get(format!("http://127.0.0.1:{listener}/fast"))
+            .header("cookie", format!("__Host-portcullis-pass={pass}"))
+            .send()
+    };
+    let r = with_pass(pass.clone()).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let seen = deep_link_request(&s, "/fast");
+    assert_eq!(seen.all("x-auth-request-user"), ["mona@example.com"]);
+    assert_eq!(seen.all("x-auth-request-email"), ["mona@example.com"]);
+    let (head, _) = pass.rsplit_once('.').unwrap();
+    let r = with_pass(format!("{head}.AAAA")).await.unwrap();
+    assert_eq!(r.status(), 401, "a pass with another signature is refused");
+    drop(envoy);
+
+    b.goto(&s.url("/logout"));
+    assert!(
+        !b.cookie_names()
+            .iter()
+            .any(|n| n == "__Host-portcullis-pass"),
+        "logout clears the pass"
+    );
 }

@@ -187,7 +187,7 @@ impl Authorizer {
                     UpstreamAuthorization::AccessToken => s.access_token.clone(),
                     UpstreamAuthorization::IdToken => Some(s.id_token.clone()),
                 };
-                let set_cookies = if refreshed || sessions.needs_touch(&s, now) {
+                let mut set_cookies = if refreshed || sessions.needs_touch(&s, now) {
                     s.seen_at = now;
                     match sessions.save(&s, &present).await {
                         Ok(cookies) => cookies,
@@ -199,6 +199,9 @@ impl Authorizer {
                 } else {
                     Vec::new()
                 };
+                if let Some(pass) = login.pass() {
+                    set_cookies.extend(pass.refresh(sessions.cookies(), &jar, &s, now));
+                }
                 let mut decision = self.allow(
                     &jar,
                     route,
@@ -286,11 +289,7 @@ impl Authorizer {
                 push_header(&mut set_headers, &self.headers.email, email);
             }
             if !p.groups.is_empty() {
-                push_header(
-                    &mut set_headers,
-                    &self.headers.groups,
-                    &groups_header(&p.groups),
-                );
+                push_header(&mut set_headers, &self.headers.groups, &p.groups_header());
             }
         }
         let mut remove_headers: Vec<Arc<str>> = self
@@ -317,25 +316,6 @@ impl Authorizer {
             set_cookies,
         })
     }
-}
-
-/// The groups as one header value: comma-separated, each name with `%` and `,` percent-encoded, so
-/// that `["eng,admins", "ops"]` stays two groups (`eng%2Cadmins,ops`) and decoding is unambiguous.
-pub fn groups_header(groups: &[String]) -> String {
-    let mut out = String::new();
-    for (i, group) in groups.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        for c in group.chars() {
-            match c {
-                '%' => out.push_str("%25"),
-                ',' => out.push_str("%2C"),
-                c => out.push(c),
-            }
-        }
-    }
-    out
 }
 
 /// A claim with control characters would make an invalid header: it is left out (and so removed).

@@ -5,6 +5,7 @@
 //! ```text
 //! authorizer    Authorizer::check: path, route, credential, requirements, header changes
 //! login/        the browser login flow: start, callback, logout, refresh (each returns a Decision)
+//! pass          the fast path's pass for signed-in browsers, as a cookie
 //! response      how a Decision is said in HTTP (status, headers, body), for every adapter
 //! decision      what was decided and why (bounded reasons), and how it is counted
 //! credentials   which credential a request carries (form only)
@@ -17,6 +18,7 @@ pub mod authorizer;
 pub mod credentials;
 pub mod decision;
 pub mod login;
+pub mod pass;
 pub mod path;
 pub mod policy;
 pub mod request;

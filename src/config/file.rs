@@ -30,6 +30,8 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub(super) upstream: UpstreamFile,
     #[serde(default)]
+    pub(super) pass: PassFile,
+    #[serde(default)]
     pub(super) log: LogFile,
 }
 
@@ -233,6 +235,29 @@ pub(super) struct RequireFile {
     pub(super) claims: BTreeMap<String, OneOrMany>,
     pub(super) groups: Vec<String>,
     pub(super) email_domains: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct PassFile {
+    /// Off by default: a pass cookie costs every browser request that Envoy passes on to
+    /// portcullis; only the fast path (`portcullis envoy-config`) reads it.
+    pub(super) enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub(super) lifetime: Duration,
+    pub(super) issuer: String,
+    pub(super) audience: String,
+}
+
+impl Default for PassFile {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            lifetime: Duration::from_secs(300),
+            issuer: "https://portcullis.invalid/".into(),
+            audience: "portcullis".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::authz::pass::PassSettings;
 use crate::authz::{IdentityHeaders, Policy, UpstreamAuthorization};
 use crate::idp::TokenEndpointAuth;
 use crate::listener::Limits;
@@ -24,6 +25,8 @@ pub struct Config {
     pub policy: Policy,
     pub identity_headers: IdentityHeaders,
     pub upstream_authorization: UpstreamAuthorization,
+    /// The fast path's pass; `None` when `pass.enabled` is false.
+    pub pass: Option<PassSettings>,
     pub log: Log,
 }
 

@@ -9,10 +9,11 @@ use url::Url;
 
 use super::file::resolve;
 use super::file::{
-    ActionFile, BearerFile, FileConfig, HeadersFile, LoginFile, ProviderFile, RequireFile,
-    RouteFile, SessionFile,
+    ActionFile, BearerFile, FileConfig, HeadersFile, LoginFile, PassFile, ProviderFile,
+    RequireFile, RouteFile, SessionFile,
 };
 use super::settings::{BearerIssuer, Config, Listen, Log, Login, Provider, SessionConfig};
+use crate::authz::pass::PassSettings;
 use crate::authz::path::is_valid_config_path;
 use crate::authz::policy::{
     ClaimRequirement, HostMatch, PathMatch, Requirements, Route, RouteName,
@@ -60,6 +61,7 @@ pub(super) fn validate(
     if file.listen.drain_delay > Duration::from_secs(60) {
         problems.push("listen.drain_delay: at most 60s".into());
     }
+    let pass = validate_pass(&file.pass, &session, problems);
     let l = &file.listen;
     if l.handshake_timeout.is_zero() || l.handshake_timeout > Duration::from_secs(120) {
         problems.push("listen.handshake_timeout: more than 0s, at most 2m".into());
@@ -91,6 +93,7 @@ pub(super) fn validate(
         policy,
         identity_headers,
         upstream_authorization: file.upstream.authorization,
+        pass,
         log,
     })
 }
@@ -310,6 +313,33 @@ fn validate_session(
         idle_timeout: s.idle_timeout,
         redis_url: s.redis.map(|r| Secret::new(r.url)),
     }
+}
+
+fn validate_pass(
+    p: &PassFile,
+    session: &SessionConfig,
+    problems: &mut Vec<String>,
+) -> Option<PassSettings> {
+    if !p.enabled {
+        return None;
+    }
+    if session.keys.is_empty() {
+        problems
+            .push("pass.enabled: needs session.secret (the pass key is derived from it)".into());
+    }
+    if p.lifetime < Duration::from_secs(30) || p.lifetime > Duration::from_secs(3600) {
+        problems.push("pass.lifetime: from 30s to 1h".into());
+    }
+    for (field, value) in [("issuer", &p.issuer), ("audience", &p.audience)] {
+        if value.is_empty() || value.chars().any(char::is_control) {
+            problems.push(format!("pass.{field}: a non-empty string"));
+        }
+    }
+    Some(PassSettings {
+        lifetime: p.lifetime,
+        issuer: p.issuer.clone(),
+        audience: p.audience.clone(),
+    })
 }
 
 fn read_secret_file(field: &str, path: &Path, problems: &mut Vec<String>) -> Option<Secret> {

@@ -16,14 +16,39 @@ use crate::readiness::Readiness;
 struct AdminState {
     metrics: Arc<Metrics>,
     readiness: Readiness,
+    pass_jwks: Option<Arc<str>>,
 }
 
-pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
+/// `pass_jwks`: the keys of the fast path's pass (`pass.enabled`), for Envoy's `jwt_authn`.
+pub fn router(metrics: Arc<Metrics>, readiness: Readiness, pass_jwks: Option<Arc<str>>) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(AdminState { metrics, readiness })
+        .route("/.well-known/jwks.json", get(jwks))
+        .with_state(AdminState {
+            metrics,
+            readiness,
+            pass_jwks,
+        })
+}
+
+async fn jwks(State(s): State<AdminState>) -> axum::response::Response {
+    match s.pass_jwks {
+        Some(jwks) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "max-age=300"),
+            ],
+            jwks.to_string(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no pass keys: pass.enabled is false\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn scrape(State(s): State<AdminState>) -> impl IntoResponse {

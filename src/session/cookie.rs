@@ -28,6 +28,7 @@ pub struct TooLarge {
 pub struct Cookies {
     /// The session cookie's name, prefix included.
     session: String,
+    pass: String,
     secure: bool,
 }
 
@@ -41,11 +42,21 @@ impl Cookies {
         } else {
             base.to_owned()
         };
-        Self { session, secure }
+        let pass = format!("{session}-pass");
+        Self {
+            session,
+            pass,
+            secure,
+        }
     }
 
     pub fn session_name(&self) -> &str {
         &self.session
+    }
+
+    /// The fast path's pass (`<session>-pass`): one of ours, stripped and cleared with the others.
+    pub fn pass_name(&self) -> &str {
+        &self.pass
     }
 
     /// The login-transaction cookie for one `state`: one per tab that is logging in.

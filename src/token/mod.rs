@@ -5,6 +5,7 @@ pub mod cache;
 pub mod id_token;
 pub mod jwks;
 pub mod keys;
+pub mod pass;
 pub mod validate;
 
 use std::sync::Arc;

@@ -149,6 +149,11 @@ impl LoginFlow {
             }
         };
         set_cookies.extend(clear_tx);
+        // A pass of an earlier login in this browser names someone else: gone with the new login.
+        let pass = self.sessions.cookies().pass_name();
+        if present.contains(&pass) {
+            set_cookies.push(self.sessions.cookies().clear(pass));
+        }
         Decision::Redirect(Redirect {
             route: self.route.clone(),
             reason: RedirectReason::LoginComplete,

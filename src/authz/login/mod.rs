@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::decision::{Decision, Page, PageReason};
+use super::pass::PassIssuer;
 use super::path::safe_return_to;
 use super::policy::{RouteName, host_of};
 use super::request::AuthzRequest;
@@ -82,6 +83,8 @@ pub struct LoginFlow {
     flights: moka::future::Cache<(String, u64), Arc<Refreshed>>,
     metrics: Arc<Metrics>,
     route: RouteName,
+    /// The fast path's pass, when `pass.enabled`.
+    pass: Option<PassIssuer>,
 }
 
 impl LoginFlow {
@@ -107,7 +110,18 @@ impl LoginFlow {
                 .time_to_live(LOGIN_TTL)
                 .build(),
             route: RouteName::new("login"),
+            pass: None,
         }
+    }
+
+    /// Gives signed-in browsers a pass for the native fast path.
+    pub fn with_pass(mut self, pass: PassIssuer) -> Self {
+        self.pass = Some(pass);
+        self
+    }
+
+    pub fn pass(&self) -> Option<&PassIssuer> {
+        self.pass.as_ref()
     }
 
     pub fn sessions(&self) -> &SessionStore {

@@ -1,0 +1,166 @@
+//! Issuing the pass (token/pass.rs) to signed-in browsers: a fresh one, as a cookie beside the
+//! session's, whenever a request allowed by its session carries none that is good for this session
+//! for at least half its life. Envoy's `jwt_authn` verifies it on the native fast path; portcullis
+//! is asked again only once it runs out.
+
+use std::time::Duration;
+
+use crate::session::{Cookies, Jar, Session};
+use crate::token::pass::{PassClaims, PassKeys};
+
+/// `pass` in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassSettings {
+    /// A pass lives this long, and never past the session's access token.
+    pub lifetime: Duration,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[derive(Debug)]
+pub struct PassIssuer {
+    settings: PassSettings,
+    keys: PassKeys,
+}
+
+impl PassIssuer {
+    pub fn new(settings: PassSettings, keys: PassKeys) -> Self {
+        Self { settings, keys }
+    }
+
+    /// The `Set-Cookie` of a new pass for `s`, unless the request carries one good for it for at
+    /// least half a pass's life (or the session's token is about to run out: no pass then).
+    pub fn refresh(&self, cookies: &Cookies, jar: &Jar<'_>, s: &Session, now: u64) -> Vec<String> {
+        let lifetime = self.settings.lifetime.as_secs();
+        let current = cookies
+            .read(jar, cookies.pass_name())
+            .and_then(|pass| self.keys.open(&pass));
+        if current.is_some_and(|c| c.sid == s.sid && c.exp >= now + lifetime / 2) {
+            return Vec::new();
+        }
+        let mut exp = now + lifetime;
+        if s.access_expires_at != 0 {
+            exp = exp.min(s.access_expires_at);
+        }
+        if exp <= now {
+            return Vec::new();
+        }
+        let p = &s.principal;
+        let claims = PassClaims {
+            iss: self.settings.issuer.clone(),
+            aud: self.settings.audience.clone(),
+            sub: p.subject.clone(),
+            user: p.user.clone(),
+            email: p.email.clone(),
+            email_verified: p.email_verified == crate::identity::EmailVerified::Yes,
+            groups: p.groups_header(),
+            sid: s.sid.clone(),
+            iat: now,
+            exp,
+        };
+        match self.keys.sign(&claims) {
+            Some(pass) => cookies
+                .set(
+                    cookies.pass_name(),
+                    &pass,
+                    Duration::from_secs(exp - now),
+                    &[],
+                )
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Principal;
+    use crate::secret::Secret;
+
+    fn issuer() -> PassIssuer {
+        PassIssuer::new(
+            PassSettings {
+                lifetime: Duration::from_secs(300),
+                issuer: "https://portcullis.invalid/".into(),
+                audience: "portcullis".into(),
+            },
+            PassKeys::derive(&[Secret::new(crate::secret::generate_base64(32))]),
+        )
+    }
+
+    fn session(sid: &str, access_expires_at: u64) -> Session {
+        let claims = serde_json::json!({"email": "a@example.com", "email_verified": true,
+            "groups": ["ops", "eng,admins"]});
+        Session {
+            sid: sid.into(),
+            principal: Principal::from_claims(
+                "auth0|1".into(),
+                claims.as_object().unwrap().clone(),
+                "email",
+                "groups",
+            ),
+            id_token: "i".into(),
+            access_token: Some("a".into()),
+            access_expires_at,
+            access_issued_at: 0,
+            refresh_token: None,
+            created_at: 0,
+            seen_at: 0,
+        }
+    }
+
+    /// The pass a `Set-Cookie` carries, and the cookie a browser would send back.
+    fn taken(p: &PassIssuer, set: &[String]) -> (PassClaims, String) {
+        let pair = set[0].split(';').next().unwrap().to_owned();
+        let value = pair.split_once('=').unwrap().1;
+        (p.keys.open(value).unwrap(), pair)
+    }
+
+    #[test]
+    fn a_pass_is_issued_once_and_again_only_near_its_end_or_for_another_session() {
+        let p = issuer();
+        let cookies = Cookies::new("portcullis", true);
+        let s = session("s1", 10_000);
+        let set = p.refresh(&cookies, &Jar::default(), &s, 1000);
+        assert_eq!(set.len(), 1);
+        assert!(set[0].starts_with("__Host-portcullis-pass="), "{}", set[0]);
+        assert!(set[0].contains("Max-Age=300") && set[0].contains("HttpOnly"));
+        let (claims, cookie) = taken(&p, &set);
+        assert_eq!(
+            (claims.user.as_str(), claims.sid.as_str(), claims.exp),
+            ("a@example.com", "s1", 1300)
+        );
+        assert_eq!(claims.groups, "ops,eng%2Cadmins");
+        assert!(claims.email_verified);
+        let jar = Jar::parse(&cookie);
+        assert!(
+            p.refresh(&cookies, &jar, &s, 1100).is_empty(),
+            "still fresh"
+        );
+        assert_eq!(
+            p.refresh(&cookies, &jar, &s, 1200).len(),
+            1,
+            "past half its life"
+        );
+        let other = session("s2", 10_000);
+        assert_eq!(
+            p.refresh(&cookies, &jar, &other, 1100).len(),
+            1,
+            "another login"
+        );
+    }
+
+    #[test]
+    fn a_pass_never_outlives_the_access_token() {
+        let p = issuer();
+        let cookies = Cookies::new("portcullis", false);
+        let set = p.refresh(&cookies, &Jar::default(), &session("s1", 1100), 1000);
+        assert_eq!(taken(&p, &set).0.exp, 1100);
+        assert!(
+            p.refresh(&cookies, &Jar::default(), &session("s1", 1000), 1000)
+                .is_empty(),
+            "no pass for a token that has run out"
+        );
+    }
+}
