@@ -5,7 +5,7 @@
 //! (`scripts/layers` checks it in `scripts/lint`; the order is written down there once):
 //!
 //! ```text
-//! app                wiring: config -> core -> listeners; keys refreshed; drain on SIGTERM
+//! app bootstrap      wiring: config -> core -> listeners; the fast path's Envoy bootstrap
 //! grpc  http         adapters: ext_authz gRPC (proto <-> core); the admin port
 //! config             the YAML schema, environment overlays, validation into the types below
 //! authz              the pure core: request -> Decision (policy, credentials, login flow)
@@ -32,6 +32,8 @@
 pub mod app;
 /// The pure authorization core: request, policy, credential, login flow, decision.
 pub mod authz;
+/// `portcullis envoy-config`: the Envoy bootstrap of the native fast path.
+pub mod bootstrap;
 /// The config file, its environment overlays and validation.
 pub mod config;
 /// The gRPC adapter: `envoy.service.auth.v3.Authorization` and `grpc.health.v1`.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use portcullis::bootstrap::{self, Endpoints, HostPort};
 use portcullis::config::{self, Config, ConfigError};
 
 #[derive(Parser)]
@@ -33,6 +34,26 @@ enum Command {
     },
     /// Print a fresh random secret for session.secret.
     GenSecret,
+    /// Print an Envoy bootstrap with the native fast path, generated from the config.
+    EnvoyConfig {
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        /// Where Envoy listens.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        /// The upstream Envoy protects.
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        upstream: HostPort,
+        /// portcullis's gRPC port as Envoy reaches it (default: listen.grpc).
+        #[arg(long)]
+        portcullis_grpc: Option<HostPort>,
+        /// portcullis's admin port as Envoy reaches it (default: listen.admin), for the pass keys.
+        #[arg(long)]
+        portcullis_admin: Option<HostPort>,
+        /// Envoy's own admin interface.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        envoy_admin: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +74,38 @@ fn main() -> ExitCode {
                     tracing::error!("{e:#}");
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::EnvoyConfig {
+            config,
+            listen,
+            upstream,
+            portcullis_grpc,
+            portcullis_admin,
+            envoy_admin,
+        } => {
+            let Some(config) = load(&config) else {
+                return ExitCode::from(2);
+            };
+            let endpoints = Endpoints {
+                listen,
+                upstream,
+                grpc: portcullis_grpc.unwrap_or_else(|| HostPort::reaching(config.listen.grpc)),
+                admin: portcullis_admin.unwrap_or_else(|| HostPort::reaching(config.listen.admin)),
+                envoy_admin,
+            };
+            let client = portcullis::idp::IdpClient::new(Default::default());
+            match runtime().block_on(bootstrap::generate(&config, &endpoints, &client)) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => {
+                    for p in problems {
+                        eprintln!("error: {p}");
+                    }
+                    ExitCode::from(2)
                 }
             }
         }

@@ -54,8 +54,15 @@ impl Stack {
             issuer = op.issuer,
             audience = op.audience,
         ) + &extra(ports.listener);
+        // The suite runs twice: with the shipped envoy.yaml, and with the fast path's bootstrap.
+        let fast = fast_path() && envoy_file == "envoy/envoy.yaml";
+        let config = if fast { with_fast_path(config) } else { config };
         let portcullis = Portcullis::start(&config).await;
-        let envoy = Envoy::from_shipped(envoy_file, ports).await;
+        let envoy = if fast {
+            Envoy::start(&fast_path_config(&portcullis, ports)).await
+        } else {
+            Envoy::from_shipped(envoy_file, ports).await
+        };
         Self {
             op,
             portcullis,
@@ -137,9 +144,14 @@ async fn a_valid_token_reaches_the_upstream_with_trusted_identity_headers() {
         s.upstream.last().all("x-auth-request-email"),
         ["alice@example.com"]
     );
-    // Envoy's access log carries the identity from portcullis's dynamic metadata.
-    s.envoy.wait_for_log("sub=auth0|alice").await;
-    s.envoy.wait_for_log("email=alice@example.com").await;
+    // Envoy's access log carries the identity: from portcullis's dynamic metadata, or on the fast
+    // path from the JWT Envoy verified itself.
+    if fast_path() {
+        s.envoy.wait_for_log("fast=alice@example.com").await;
+    } else {
+        s.envoy.wait_for_log("sub=auth0|alice").await;
+        s.envoy.wait_for_log("email=alice@example.com").await;
+    }
 }
 
 #[tokio::test]
@@ -352,11 +364,36 @@ async fn envoy_fails_closed_when_portcullis_is_gone() {
     assert_eq!(r.status(), StatusCode::OK);
     let status = s.portcullis.stop();
     assert!(status.success(), "graceful exit on SIGTERM, got {status}");
+    // Whatever portcullis would decide is refused without it.
     for path in ["/api/x", "/", "/healthcheck"] {
-        let r = s.get(path).bearer_auth(&token).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+        let r = s.get(path).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path} without a token");
     }
-    assert_eq!(s.upstream.count(), 1, "only the request before the stop");
+    let r = s
+        .get("/healthcheck")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "a public route asks portcullis"
+    );
+    if fast_path() {
+        // The fast path: Envoy verifies a bearer token itself, with the keys it holds.
+        for path in ["/api/x", "/"] {
+            let r = s.get(path).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{path}: Envoy's own decision");
+        }
+        assert_eq!(s.upstream.count(), 3);
+    } else {
+        for path in ["/api/x", "/"] {
+            let r = s.get(path).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+        }
+        assert_eq!(s.upstream.count(), 1, "only the request before the stop");
+    }
 }
 
 #[tokio::test]
@@ -366,6 +403,9 @@ async fn the_metrics_pass_promtool() {
     let token = s.token("rs256-a", json!({}));
     s.get("/api/x").bearer_auth(&token).send().await.unwrap();
     s.get("/api/x").send().await.unwrap();
+    // An expired token reaches portcullis on either path (Envoy's own check refuses it).
+    let expired = s.token("rs256-a", json!({"exp": now() - 600, "iat": now() - 900}));
+    s.get("/api/x").bearer_auth(&expired).send().await.unwrap();
     let scrape = s.portcullis.metrics().await;
     for name in [
         "portcullis_checks_total",
@@ -696,4 +736,64 @@ async fn logout_returns_to_the_configured_origin_whatever_the_host() {
         .map(|(_, v)| v.into_owned())
         .collect();
     assert_eq!(back, [format!("http://127.0.0.1:{}/", s.envoy.port())]);
+}
+
+/// envoy/fast-path.yaml is what `portcullis envoy-config` makes of deploy/fast-path.portcullis.yaml
+/// today: it never drifts from the generator.
+#[test]
+fn the_shipped_fast_path_bootstrap_is_the_generators_output() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(repo_root())
+        .args([
+            "envoy-config",
+            "--config",
+            "deploy/fast-path.portcullis.yaml",
+        ])
+        .env("PORTCULLIS_SESSION__SECRET", session_secret())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shipped = std::fs::read_to_string(repo_root().join("envoy/fast-path.yaml")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == shipped,
+        "envoy/fast-path.yaml is stale: regenerate it with\n  PORTCULLIS_SESSION__SECRET=$(portcullis gen-secret) \
+         portcullis envoy-config --config deploy/fast-path.portcullis.yaml > envoy/fast-path.yaml"
+    );
+}
+
+/// A config the fast path cannot be made from is a clear `error:` line, exit 2, and no output.
+#[test]
+fn the_generator_refuses_what_it_cannot_express_and_prints_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |yaml: &str| {
+        let path = dir.path().join("portcullis.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("envoy-config")
+            .arg("--config")
+            .arg(&path)
+            .env("PORTCULLIS_SESSION__SECRET", session_secret())
+            .output()
+            .unwrap()
+    };
+    let base = "provider: {issuer: 'https://tenant.example/', client_id: a}\n";
+    for (yaml, says) in [
+        (base.to_owned(), "pass.enabled: must be true"),
+        (
+            format!(
+                "{base}pass: {{enabled: true}}\nbearer: [{{issuer: 'http://127.0.0.1:9/', audiences: [x]}}]\n"
+            ),
+            "bearer issuer http://127.0.0.1:9/: discovery failed",
+        ),
+    ] {
+        let out = run(&yaml);
+        assert_eq!(out.status.code(), Some(2), "{yaml}");
+        assert!(out.stdout.is_empty(), "no partial output");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("error: ") && err.contains(says), "{err}");
+    }
 }

@@ -200,7 +200,8 @@ impl Authorizer {
                     Vec::new()
                 };
                 if let Some(pass) = login.pass() {
-                    set_cookies.extend(pass.refresh(sessions.cookies(), &jar, &s, now));
+                    let until = login.refresh_due(&s);
+                    set_cookies.extend(pass.refresh(sessions.cookies(), &jar, &s, now, until));
                 }
                 let mut decision = self.allow(
                     &jar,

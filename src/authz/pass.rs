@@ -29,8 +29,17 @@ impl PassIssuer {
     }
 
     /// The `Set-Cookie` of a new pass for `s`, unless the request carries one good for it for at
-    /// least half a pass's life (or the session's token is about to run out: no pass then).
-    pub fn refresh(&self, cookies: &Cookies, jar: &Jar<'_>, s: &Session, now: u64) -> Vec<String> {
+    /// least half a pass's life. A pass runs out no later than `until`: when portcullis would
+    /// refresh the session's access token (Envoy does not ask portcullis while a pass is good, so
+    /// the request that should refresh must find none); none is issued past it.
+    pub fn refresh(
+        &self,
+        cookies: &Cookies,
+        jar: &Jar<'_>,
+        s: &Session,
+        now: u64,
+        until: Option<u64>,
+    ) -> Vec<String> {
         let lifetime = self.settings.lifetime.as_secs();
         let current = cookies
             .read(jar, cookies.pass_name())
@@ -38,10 +47,7 @@ impl PassIssuer {
         if current.is_some_and(|c| c.sid == s.sid && c.exp >= now + lifetime / 2) {
             return Vec::new();
         }
-        let mut exp = now + lifetime;
-        if s.access_expires_at != 0 {
-            exp = exp.min(s.access_expires_at);
-        }
+        let exp = until.map_or(now + lifetime, |u| u.min(now + lifetime));
         if exp <= now {
             return Vec::new();
         }
@@ -122,7 +128,7 @@ mod tests {
         let p = issuer();
         let cookies = Cookies::new("portcullis", true);
         let s = session("s1", 10_000);
-        let set = p.refresh(&cookies, &Jar::default(), &s, 1000);
+        let set = p.refresh(&cookies, &Jar::default(), &s, 1000, None);
         assert_eq!(set.len(), 1);
         assert!(set[0].starts_with("__Host-portcullis-pass="), "{}", set[0]);
         assert!(set[0].contains("Max-Age=300") && set[0].contains("HttpOnly"));
@@ -135,32 +141,33 @@ mod tests {
         assert!(claims.email_verified);
         let jar = Jar::parse(&cookie);
         assert!(
-            p.refresh(&cookies, &jar, &s, 1100).is_empty(),
+            p.refresh(&cookies, &jar, &s, 1100, None).is_empty(),
             "still fresh"
         );
         assert_eq!(
-            p.refresh(&cookies, &jar, &s, 1200).len(),
+            p.refresh(&cookies, &jar, &s, 1200, None).len(),
             1,
             "past half its life"
         );
         let other = session("s2", 10_000);
         assert_eq!(
-            p.refresh(&cookies, &jar, &other, 1100).len(),
+            p.refresh(&cookies, &jar, &other, 1100, None).len(),
             1,
             "another login"
         );
     }
 
     #[test]
-    fn a_pass_never_outlives_the_access_token() {
+    fn a_pass_runs_out_when_the_token_is_due_for_refresh() {
         let p = issuer();
         let cookies = Cookies::new("portcullis", false);
-        let set = p.refresh(&cookies, &Jar::default(), &session("s1", 1100), 1000);
+        let s = session("s1", 1200);
+        let set = p.refresh(&cookies, &Jar::default(), &s, 1000, Some(1100));
         assert_eq!(taken(&p, &set).0.exp, 1100);
         assert!(
-            p.refresh(&cookies, &Jar::default(), &session("s1", 1000), 1000)
+            p.refresh(&cookies, &Jar::default(), &s, 1100, Some(1100))
                 .is_empty(),
-            "no pass for a token that has run out"
+            "no pass once the token is due"
         );
     }
 }

@@ -136,7 +136,6 @@ pub fn host_of(authority: &str) -> Option<&str> {
     let host = host.strip_suffix('.').unwrap_or(host);
     let labels_ok = host.split('.').all(|label| {
         !label.is_empty()
-            && label.len() <= 63
             && label
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

@@ -12,6 +12,7 @@
 //   {"op":"fetch_many","url":U,"count":N}  N parallel fetch() calls; answers their statuses
 //   {"op":"cookies"}                 the cookies of this browser
 //   {"op":"set_cookie","cookie":C}   add a cookie (name, value, url)
+//   {"op":"clear_cookie","name":N}   forget the cookie named N
 //   {"op":"navigations"}             the URLs of every top-level request since the last call
 //   {"op":"new_context"}             forget everything (another browser)
 import { createInterface } from 'node:readline';
@@ -98,6 +99,9 @@ async function run(cmd) {
       }, { url: cmd.url, count: cmd.count });
     case 'cookies':
       return { cookies: await context.cookies() };
+    case 'clear_cookie':
+      await context.clearCookies({ name: cmd.name });
+      return {};
     case 'set_cookie':
       await context.addCookies([cmd.cookie]);
       return {};

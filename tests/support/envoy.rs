@@ -111,9 +111,9 @@ impl Envoy {
         self.proc.stdout()
     }
 
-    /// Waits (up to 5 s: Envoy flushes its access log about once a second) for `text` in its log.
+    /// Waits for `text` in the access log, which Envoy flushes every few seconds (up to 10).
     pub async fn wait_for_log(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if self.access_log().contains(text) {
                 return;
@@ -169,6 +169,47 @@ pub fn shipped_config(path: &str, ports: EnvoyPorts) -> String {
         "{path}: clusters `portcullis` and `upstream` expected, found {moved:?}"
     );
     serde_yaml_ng::to_string(&config).unwrap()
+}
+
+/// Whether this run's Envoy is the fast path's (`PORTCULLIS_E2E_ENVOY=fast-path`): the end-to-end
+/// suites run once with the shipped envoy/envoy.yaml and once with `portcullis envoy-config`.
+pub fn fast_path() -> bool {
+    std::env::var("PORTCULLIS_E2E_ENVOY").as_deref() == Ok("fast-path")
+}
+
+/// `config` as the fast path needs it to carry browsers: the pass on, and an upstream that does
+/// not need the session's IdP access token (the sections the config sets itself are kept).
+pub fn with_fast_path(config: String) -> String {
+    let mut config = config;
+    for (key, section) in [
+        ("pass:", "pass: {enabled: true}\n"),
+        ("upstream:", "upstream: {authorization: none}\n"),
+    ] {
+        if !config.lines().any(|l| l.starts_with(key)) {
+            config.push_str(section);
+        }
+    }
+    config
+}
+
+/// The fast path's bootstrap for `portcullis` (`portcullis envoy-config` on its config file), moved
+/// to `ports` like a shipped config.
+pub fn fast_path_config(portcullis: &Portcullis, ports: EnvoyPorts) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("envoy-config")
+        .arg("--config")
+        .arg(&portcullis.config_path)
+        .args(["--listen", &format!("127.0.0.1:{}", ports.listener)])
+        .args(["--upstream", &format!("127.0.0.1:{}", ports.upstream)])
+        .args(["--envoy-admin", &format!("127.0.0.1:{}", ports.admin)])
+        .output()
+        .expect("running portcullis envoy-config");
+    assert!(
+        out.status.success(),
+        "portcullis envoy-config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("YAML is text")
 }
 
 /// `config` with more portcullis replicas (on loopback `ports`) beside the first in the `portcullis`

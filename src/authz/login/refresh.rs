@@ -21,12 +21,10 @@ impl LoginFlow {
         now: u64,
     ) -> Result<(Session, bool), SessionMiss> {
         let exp = s.access_expires_at;
-        if exp == 0 {
+        let Some(due) = self.refresh_due(&s) else {
             return Ok((s, false));
-        }
-        let lifetime = exp.saturating_sub(s.access_issued_at);
-        let early = self.settings.refresh_before.as_secs().min(lifetime / 2);
-        if now.saturating_add(early) < exp {
+        };
+        if now < due {
             return Ok((s, false));
         }
         let still_valid = now < exp;
@@ -48,6 +46,17 @@ impl LoginFlow {
             Refreshed::Failed if still_valid => Ok((s, false)),
             Refreshed::Failed => Err(SessionMiss::Expired),
         }
+    }
+
+    /// When [`Self::fresh_session`] refreshes `s`'s access token: `refresh_before` ahead of its
+    /// expiry, at most half its lifetime; `None` when its expiry is unknown.
+    pub fn refresh_due(&self, s: &Session) -> Option<u64> {
+        let exp = s.access_expires_at;
+        if exp == 0 {
+            return None;
+        }
+        let lifetime = exp.saturating_sub(s.access_issued_at);
+        Some(exp - self.settings.refresh_before.as_secs().min(lifetime / 2))
     }
 
     async fn refresh(&self, s: Session, now: u64) -> Arc<Refreshed> {
