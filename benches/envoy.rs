@@ -13,10 +13,20 @@
 //!      costs Envoy whoever answers it
 //!   e  ext_authz to portcullis, cookie session
 //!   er ext_authz to a second portcullis whose sessions are in Redis (the cookie holds their id)
+//! and the native fast path (`portcullis envoy-config` on a third portcullis, passes on, sessions
+//! in Redis as in deploy/fast-path.portcullis.yaml: its generated listener and routes, every route
+//! answering 200 itself):
+//!   f  bearer token (Envoy's jwt_authn verifies it; ext_authz skipped)
+//!   g  browser with a valid pass beside its Redis session cookie (the same, with the pass)
+//!   gc g with er's cookie-store session (3.2 KB) instead: what a bigger request costs Envoy
+//!   gs gc with the Lua step's cookie strip taken out: gc/gs is what stripping costs
+//!   h  browser whose pass ran out: jwt_authn fails it, ext_authz asks portcullis, which allows
+//!      on the Redis session and issues a new pass (today's path for that browser: er)
 //! wrk (Debian's, `scripts/setup` installs it) drives each in turn, -t1 -c32, BENCH_SECONDS (5)
 //! per run, BENCH_ROUNDS (3) rounds interleaved so that drift on a shared machine hits all alike.
 //! The median round per listener is reported with Envoy's and the authorizer's CPU time per
-//! request, and the ratios c/b, d/b, e/b, d/c, e/c, e/ce, er/c, c'/c, d/c'; then the ratios taken
+//! request, and the ratios c/b, d/b, e/b, d/c, e/c, e/ce, er/c, c'/c, d/c', f/b, g/b, gc/b,
+//! gc/gs, h/er, f/d, g/er; then the ratios taken
 //! within each round, median and range. Every response must be a 200, or the run fails.
 //!
 //! With `BENCH_MEASURE=instructions`, Envoy runs under callgrind instead and each listener gets
@@ -37,11 +47,25 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::callgrind::count_instructions;
-use common::envoy::{Cluster, Filter, Variant, envoy_config};
+use common::envoy::{Cluster, CookieStrip, Filter, Variant, envoy_config};
 use common::measure::{Measure, print_ratios, spread};
 use common::wrk::{Run, WRK, wrk};
 use common::{ProcStats, mib, setting};
-use support::{Envoy, Op, OpOptions};
+use support::{Envoy, EnvoyPorts, Op, OpOptions};
+
+/// Where a variant's browser keeps its session.
+#[derive(Clone, Copy)]
+enum Session {
+    Redis,
+    Cookie,
+}
+
+/// Whether a variant's pass has run out.
+#[derive(Clone, Copy)]
+enum Expired {
+    No,
+    Yes,
+}
 
 fn main() {
     assert!(
@@ -61,6 +85,15 @@ fn main() {
         &secret,
         &format!(", store: redis, redis: {{url: '{}'}}", redis.url),
     ));
+    let portcullis_fast = rt.block_on(common::start_portcullis_fast(
+        &op,
+        &secret,
+        &format!(", store: redis, redis: {{url: '{}'}}", redis.url),
+    ));
+    let fast_path = support::fast_path_config(
+        &portcullis_fast,
+        EnvoyPorts::free(portcullis_fast.grpc_port, support::free_port()),
+    );
     let token = common::access_token(&op, 1);
     let answer = rt.block_on(common::portcullis_answer(portcullis.grpc_port, &token));
     // The no-op authorizers, served in this process.
@@ -104,6 +137,30 @@ fn main() {
         },
         page,
     );
+    // A Redis session's cookie and the pass portcullis gives it (or that pass, run out), sent
+    // beside that cookie or beside a cookie-store session's.
+    let with_pass = |session: Session, expired| {
+        let redis_cookie =
+            common::fresh_redis_session_cookie(&redis.url, &op.issuer, &secret, &token);
+        let redis_cookie = rt.block_on(redis_cookie);
+        let pass = rt.block_on(common::fresh_pass(portcullis_fast.grpc_port, &redis_cookie));
+        let pass = match expired {
+            Expired::No => pass,
+            Expired::Yes => common::expired_pass(&secret, &pass),
+        };
+        let cookie = match session {
+            Session::Redis => redis_cookie,
+            Session::Cookie => {
+                rt.block_on(common::fresh_session_cookie(&op.issuer, &secret, &token))
+            }
+        };
+        format!("cookie: {cookie}; {pass}")
+    };
+    let pass: (&dyn Fn() -> String, _) = (&|| with_pass(Session::Redis, Expired::No), page);
+    let pass_big: (&dyn Fn() -> String, _) = (&|| with_pass(Session::Cookie, Expired::No), page);
+    let expired_pass: (&dyn Fn() -> String, _) =
+        (&|| with_pass(Session::Redis, Expired::Yes), page);
+    let fast = |strip| (Filter::FastPath(strip), Some(portcullis_fast.proc.pid()));
     let variants: Vec<Variant> = [
         ("a", "no auth filter", none, bearer),
         ("b", "jwt_authn (Envoy's own)", jwt, bearer),
@@ -117,6 +174,26 @@ fn main() {
             "ext_authz to portcullis, Redis session",
             ours_redis,
             redis_cookie,
+        ),
+        ("f", "fast path, bearer", fast(CookieStrip::On), bearer),
+        ("g", "fast path, pass", fast(CookieStrip::On), pass),
+        (
+            "gc",
+            "fast path, pass, cookie-store session",
+            fast(CookieStrip::On),
+            pass_big,
+        ),
+        (
+            "gs",
+            "gc, no cookie strip",
+            fast(CookieStrip::Off),
+            pass_big,
+        ),
+        (
+            "h",
+            "fast path, pass expired",
+            fast(CookieStrip::On),
+            expired_pass,
         ),
     ]
     .into_iter()
@@ -143,9 +220,16 @@ fn main() {
         ("er", "c"),
         ("c'", "c"),
         ("d", "c'"),
+        ("f", "b"),
+        ("g", "b"),
+        ("gc", "b"),
+        ("gc", "gs"),
+        ("h", "er"),
+        ("f", "d"),
+        ("g", "er"),
     ];
 
-    let config = envoy_config(&op, portcullis.grpc_port, &clusters, &variants);
+    let config = envoy_config(&op, portcullis.grpc_port, &clusters, &variants, &fast_path);
     let measure = Measure::from_env();
     let envoy = match measure {
         Measure::Time => rt.block_on(Envoy::start(&config)),
@@ -205,7 +289,7 @@ fn main() {
         "\nThrough Envoy (one worker), wrk -t1 -c32, {seconds} s x {rounds} rounds, median round:\n"
     );
     println!(
-        "{:<36} {:>10} {:>8} {:>8} {:>12} {:>14}",
+        "{:<46} {:>10} {:>8} {:>8} {:>12} {:>14}",
         "", "req/s", "p50 us", "p99 us", "Envoy us/req", "authz us/req"
     );
     let mut median = BTreeMap::new();
@@ -215,7 +299,7 @@ fn main() {
         let m = r[r.len() / 2];
         median.insert(v.key, m);
         println!(
-            "{v:<36} {:>10.0} {:>8.0} {:>8.0} {:>12.1} {:>14}",
+            "{v:<46} {:>10.0} {:>8.0} {:>8.0} {:>12.1} {:>14}",
             m.rate,
             m.p50_us,
             m.p99_us,

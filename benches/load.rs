@@ -14,6 +14,12 @@
 //! BENCH_CONCURRENCY (64 requests in flight), BENCH_CONNECTIONS (4), BENCH_UNIQUE_TOKENS (20000),
 //! BENCH_KINDS (all; a comma-separated list of label prefixes, e.g. `cached,cookie`).
 //! The load generator runs on one thread, so the server has the other core of a two-core machine.
+//!
+//! Soak mode (`BENCH_MODE=soak`, or `BENCH_SOAK_MINUTES` set; common/soak.rs): a steady mix of all
+//! of the above and garbage at a rate well below saturation for BENCH_SOAK_MINUTES (30), sampling
+//! portcullis's memory, file descriptors, threads, latency and errors every minute, then a verdict
+//! on leaks and drift. Settings: BENCH_SOAK_RATE (500 checks/s), BENCH_SOAK_SAMPLE_SECONDS (60),
+//! BENCH_CONNECTIONS. E.g. `BENCH_SOAK_MINUTES=30 cargo bench --bench load`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -44,12 +50,15 @@ fn main() {
         });
     }
     // `cargo bench` passes `--bench`; a bench without a harness has nothing else to read.
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap()
-        .block_on(run());
+        .unwrap();
+    if common::soak::wanted() {
+        return runtime.block_on(common::soak::run());
+    }
+    runtime.block_on(run());
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

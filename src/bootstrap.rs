@@ -770,20 +770,30 @@ local function ours(name)
   return name == SESSION or string.sub(name, 1, #SESSION + 1) == SESSION .. "-"
 end
 
--- Every Cookie header without portcullis's cookies; every other cookie byte for byte.
+-- Every Cookie header without portcullis's cookies; every other cookie byte for byte. Only the
+-- names are read by pattern; values are skipped with plain finds: a pattern run over a 3 KB
+-- session cookie cost Envoy over a million instructions a request (BENCHMARKS.md).
 local function strip(h)
   local n = h:getNumValues("cookie")
   if n == 0 then return end
   local kept, changed = {}, false
   for i = 0, n - 1 do
-    for part in string.gmatch(h:getAtIndex("cookie", i), "[^;]+") do
-      local piece = string.match(part, "^%s*(.-)%s*$")
-      local name = string.match(piece, "^([^=]+)=")
-      if name ~= nil and ours(name) then
-        changed = true
-      elseif piece ~= "" then
-        kept[#kept + 1] = piece
+    local v = h:getAtIndex("cookie", i)
+    local pos, len = 1, #v
+    while pos <= len do
+      local semi = string.find(v, ";", pos, true) or (len + 1)
+      local first = string.find(v, "%S", pos)
+      if first ~= nil and first < semi then
+        local name = string.match(v, "^[^=;]*", first)
+        if string.byte(v, first + #name) == 61 and ours(name) then
+          changed = true
+        else
+          local last = semi - 1
+          while string.find(string.sub(v, last, last), "^%s$") do last = last - 1 end
+          kept[#kept + 1] = string.sub(v, first, last)
+        end
       end
+      pos = semi + 1
     end
   end
   if not changed then return end

@@ -49,7 +49,7 @@ pub fn count_instructions(
     for v in variants {
         let (mid, low, high) = spread(counts[v.key].iter().copied());
         median.insert(v.key, mid);
-        println!("{v:<36} {mid:>10.0} ({low:.0}-{high:.0})");
+        println!("{v:<46} {mid:>10.0} ({low:.0}-{high:.0})");
     }
     print_ratios("as rates of a saturated worker", ratios, |x, y| {
         median[y] / median[x]

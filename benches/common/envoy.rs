@@ -1,4 +1,5 @@
-//! The Envoy bench's variants and its config: the shipped envoy.yaml, one listener per variant.
+//! The Envoy bench's variants and its config: the shipped envoy.yaml, one listener per variant;
+//! for the native fast path's variants, the listener `portcullis envoy-config` generates.
 
 use serde_yaml_ng::Value;
 
@@ -38,6 +39,18 @@ pub enum Filter {
     ExtAuthz {
         cluster: &'static str,
     },
+    /// The native fast path: the filters and routes of the listener `portcullis envoy-config`
+    /// generated (header removal, jwt_authn, Lua, ext_authz to its own portcullis), every route
+    /// answering 200 itself; its Lua step stripping portcullis's cookies or (to count what that
+    /// costs) not.
+    FastPath(CookieStrip),
+}
+
+/// Whether the fast path's Lua step strips portcullis's cookies, as generated, or skips it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieStrip {
+    On,
+    Off,
 }
 
 /// An authorizer cluster added beside the shipped `portcullis` one, copied from it.
@@ -70,12 +83,14 @@ impl Cluster {
 
 /// The shipped envoy.yaml, its listener copied once per variant with that variant's filter and a
 /// direct 200 instead of the upstream, its `portcullis` cluster at `portcullis` and copied for
-/// each of `clusters`.
+/// each of `clusters`. The fast path's variants take their listener from `fast_path` (the output
+/// of `portcullis envoy-config`), whose clusters join under names starting `fast-`.
 pub fn envoy_config(
     op: &Op,
     portcullis: u16,
     clusters: &[Cluster],
     variants: &[Variant],
+    fast_path: &str,
 ) -> String {
     let ports = EnvoyPorts::free(portcullis, support::free_port());
     let mut config: Value =
@@ -100,11 +115,16 @@ pub fn envoy_config(
             f["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = cluster.into();
             Some(f)
         }
+        Filter::FastPath(_) => unreachable!("the fast path's listener is generated whole"),
     };
 
+    let (fast_listener, fast_clusters) = fast_path_parts(fast_path);
     let listeners: Vec<Value> = variants
         .iter()
         .map(|v| {
+            if let Filter::FastPath(strip) = v.filter {
+                return fast_path_listener(&fast_listener, v, strip);
+            }
             let mut l = template.clone();
             l["name"] = format!("bench-{}", v.key.replace('\'', "-prime")).into();
             l["address"]["socket_address"]["port_value"] = v.port.into();
@@ -144,7 +164,94 @@ pub fn envoy_config(
             ["port_value"] = c.port.into();
         shipped.push(cluster);
     }
+    shipped.extend(fast_clusters);
     serde_yaml_ng::to_string(&config).unwrap()
+}
+
+/// The listener and the clusters of a generated bootstrap, every cluster renamed `fast-NAME`
+/// (references too) so that none meets a bench cluster's name.
+fn fast_path_parts(bootstrap: &str) -> (Value, Vec<Value>) {
+    let mut config: Value = serde_yaml_ng::from_str(bootstrap).expect("envoy-config is YAML");
+    let resources = &mut config["static_resources"];
+    let Value::Sequence(clusters) = resources["clusters"].clone() else {
+        panic!("envoy-config: no clusters");
+    };
+    let names: Vec<String> = clusters
+        .iter()
+        .map(|c| c["name"].as_str().expect("a cluster name").to_owned())
+        .collect();
+    let mut parts = Value::Sequence(vec![resources["listeners"][0].clone()]);
+    parts.as_sequence_mut().unwrap().extend(clusters);
+    rename_clusters(&mut parts, &names);
+    let Value::Sequence(mut parts) = parts else {
+        unreachable!()
+    };
+    let listener = parts.remove(0);
+    (listener, parts)
+}
+
+/// Renames every cluster of `names` to `fast-NAME` wherever `value` names one.
+fn rename_clusters(value: &mut Value, names: &[String]) {
+    match value {
+        Value::Mapping(m) => {
+            for (key, v) in m.iter_mut() {
+                let names_cluster =
+                    matches!(key.as_str(), Some("name" | "cluster" | "cluster_name"));
+                match v {
+                    Value::String(s) if names_cluster && names.contains(s) => {
+                        *s = format!("fast-{s}");
+                    }
+                    _ => rename_clusters(v, names),
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(|v| rename_clusters(v, names)),
+        _ => {}
+    }
+}
+
+/// The generated listener for variant `v`: its port, no access log, every route that would go
+/// upstream a direct 200, and the Lua step's cookie strip as `strip` says.
+fn fast_path_listener(generated: &Value, v: &Variant, strip: CookieStrip) -> Value {
+    let mut l = generated.clone();
+    l["name"] = format!("bench-{}", v.key).into();
+    l["address"]["socket_address"]["port_value"] = v.port.into();
+    let hcm = &mut l["filter_chains"][0]["filters"][0]["typed_config"];
+    if let Value::Mapping(m) = hcm {
+        m.remove("access_log");
+    }
+    let Value::Sequence(hosts) = &mut hcm["route_config"]["virtual_hosts"] else {
+        panic!("envoy-config: no virtual_hosts");
+    };
+    for route in hosts
+        .iter_mut()
+        .filter_map(|h| h["routes"].as_sequence_mut())
+        .flatten()
+    {
+        if let Value::Mapping(r) = route
+            && r.remove("route").is_some()
+        {
+            r.insert(
+                "direct_response".into(),
+                serde_yaml_ng::from_str(r#"{status: 200, body: {inline_string: "ok"}}"#).unwrap(),
+            );
+        }
+    }
+    if strip == CookieStrip::Off {
+        let Value::Sequence(filters) = &mut hcm["http_filters"] else {
+            panic!("envoy-config: no http_filters");
+        };
+        let lua = filters
+            .iter_mut()
+            .find(|f| f["name"] == "envoy.filters.http.lua")
+            .expect("envoy-config: a Lua filter");
+        let code = &mut lua["typed_config"]["default_source_code"]["inline_string"];
+        let script = code.as_str().expect("inline Lua").to_owned();
+        let without = script.replace("\n  strip(h)\n", "\n");
+        assert_ne!(without, script, "the Lua step no longer calls strip(h)");
+        *code = without.into();
+    }
+    l
 }
 
 /// Envoy's jwt_authn filter for the provider `op`, with its key inline and a JWT cache.

@@ -1,12 +1,14 @@
 //! What the load benchmarks share (`mod common;` beside `mod support;`, the test harness): the
 //! portcullis config they run, the credentials they send, a no-op authorizer as the baseline, and
 //! a process's CPU time and memory read from /proc; for the Envoy bench, its variants and Envoy
-//! config (envoy), its two ways of measuring them (wrk, callgrind) and what both print (measure).
+//! config (envoy), its two ways of measuring them (wrk, callgrind) and what both print (measure);
+//! for the load bench, its soak mode (soak).
 #![allow(dead_code)] // each bench binary uses a different part
 
 pub mod callgrind;
 pub mod envoy;
 pub mod measure;
+pub mod soak;
 pub mod wrk;
 
 use std::time::Duration;
@@ -25,7 +27,19 @@ pub async fn start_portcullis(op: &Op, secret: &str) -> Portcullis {
 
 /// [`start_portcullis`] with more `session` keys (`store: redis, redis: {...}`, say).
 pub async fn start_portcullis_with(op: &Op, secret: &str, session: &str) -> Portcullis {
-    let config = format!(
+    // Info level: a log line per check would be part of what is measured.
+    Portcullis::start_logging(&bench_config(op, secret, session), "info").await
+}
+
+/// [`start_portcullis_with`] as the native fast path needs it: passes on, nothing but identity
+/// headers upstream (`support::with_fast_path`).
+pub async fn start_portcullis_fast(op: &Op, secret: &str, session: &str) -> Portcullis {
+    let config = support::with_fast_path(bench_config(op, secret, session));
+    Portcullis::start_logging(&config, "info").await
+}
+
+fn bench_config(op: &Op, secret: &str, session: &str) -> String {
+    format!(
         "provider:\n  issuer: '{}'\n  client_id: {CLIENT_ID}\n  client_secret: {CLIENT_SECRET}\n\
          \x20 audience: '{AUDIENCE}'\n\
          session: {{secret: '{secret}'{session}}}\n\
@@ -33,9 +47,7 @@ pub async fn start_portcullis_with(op: &Op, secret: &str, session: &str) -> Port
          - {{name: api, path_prefix: /api/, action: api}}\n\
          - {{name: app, path_prefix: /, action: login}}\n",
         op.issuer
-    );
-    // Info level: a log line per check would be part of what is measured.
-    Portcullis::start_logging(&config, "info").await
+    )
 }
 
 /// An Auth0-shaped access token from the provider's signing key (fixture rs256-a), unique by
@@ -192,6 +204,43 @@ pub async fn portcullis_answer(port: u16, token: &str) -> CheckResponse {
         "portcullis did not allow the bench token: {answer:?}"
     );
     answer
+}
+
+/// The pass (`name=value`) that portcullis on gRPC `port` (passes on) gives the browser whose
+/// session `cookie` (`name=value`) it is, asked as Envoy asks.
+pub async fn fresh_pass(port: u16, cookie: &str) -> String {
+    let request = support::check_request(
+        "127.0.0.1",
+        "/table_detail/gold/hive/core/users",
+        &[("cookie", cookie)],
+    );
+    let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect to portcullis");
+    let answer = client.check(request).await.expect("check").into_inner();
+    let Some(check_response::HttpResponse::OkResponse(ok)) = &answer.http_response else {
+        panic!("portcullis did not allow the bench session: {answer:?}");
+    };
+    ok.response_headers_to_add
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .filter(|h| h.key.eq_ignore_ascii_case("set-cookie"))
+        .filter_map(|h| h.value.split(';').next())
+        .find(|c| c.contains("-pass="))
+        .unwrap_or_else(|| panic!("no pass in portcullis's answer: {answer:?}"))
+        .to_owned()
+}
+
+/// `pass` (`name=value`) signed again with the same key as it was, run out five minutes ago: what
+/// a browser back after a break sends.
+pub fn expired_pass(secret: &str, pass: &str) -> String {
+    let (name, value) = pass.split_once('=').expect("name=value");
+    let keys =
+        portcullis::token::pass::PassKeys::derive(&[portcullis::secret::Secret::new(secret)]);
+    let mut claims = keys.open(value).expect("the pass opens with its secret");
+    let now = support::now();
+    (claims.iat, claims.exp) = (now - 600, now - 300);
+    format!("{name}={}", keys.sign(&claims).expect("a key"))
 }
 
 /// Serves `noop` on `listener` until the process ends.
