@@ -268,7 +268,7 @@ pub async fn wait_for_port(port: u16) {
     panic!("nothing listens on 127.0.0.1:{port}");
 }
 
-/// A process's CPU time so far and its memory, from /proc.
+/// A process's CPU time so far, its memory and its threads, from /proc.
 #[derive(Debug, Clone, Copy)]
 pub struct ProcStats {
     /// User + system CPU time.
@@ -276,6 +276,9 @@ pub struct ProcStats {
     /// Resident set size now, and its peak (VmHWM), in KiB.
     pub rss_kib: u64,
     pub peak_rss_kib: u64,
+    /// The anonymous part of the resident set (the heap, mostly; the rest is the binary's pages).
+    pub rss_anon_kib: u64,
+    pub threads: u64,
 }
 
 impl ProcStats {
@@ -293,7 +296,7 @@ impl ProcStats {
         let cpu = Duration::from_millis(ticks * 10);
         let status =
             std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/pid/status");
-        let kib = |key: &str| {
+        let field = |key: &str| {
             status
                 .lines()
                 .find_map(|l| l.strip_prefix(key))
@@ -303,9 +306,18 @@ impl ProcStats {
         };
         Self {
             cpu,
-            rss_kib: kib("VmRSS:"),
-            peak_rss_kib: kib("VmHWM:"),
+            rss_kib: field("VmRSS:"),
+            peak_rss_kib: field("VmHWM:"),
+            rss_anon_kib: field("RssAnon:"),
+            threads: field("Threads:"),
         }
+    }
+
+    /// How many file descriptors `pid` has open.
+    pub fn open_fds(pid: u32) -> u64 {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("/proc/pid/fd")
+            .count() as u64
     }
 }
 

@@ -180,23 +180,6 @@ struct Sample {
     cpu_us: f64,
 }
 
-/// Open file descriptors, threads and RssAnon (KiB) of `pid`, from /proc.
-fn fds_threads_anon(pid: u32) -> (u64, u64, u64) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("/proc/pid/fd")
-        .count() as u64;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/pid/status");
-    let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (fds, field("Threads:"), field("RssAnon:"))
-}
-
 /// Access tokens like [`super::access_token`]'s, signed with fixture key rs256-a parsed once (the
 /// fixture helper reads and parses the key for every token, which a minute of unique tokens cannot
 /// afford on the debug build).
@@ -680,7 +663,6 @@ fn take_sample(
 ) -> (Sample, ProcStats) {
     let w = std::mem::replace(&mut *shared.window.lock().unwrap(), Window::new());
     let stats = ProcStats::read(pid);
-    let (fds, threads, anon_kib) = fds_threads_anon(pid);
     let checks = w.latency.len();
     let cpu = stats.cpu.saturating_sub(before.cpu);
     let sample = Sample {
@@ -697,9 +679,9 @@ fn take_sample(
         unique_short: w.unique_short,
         rss_kib: stats.rss_kib,
         hwm_kib: stats.peak_rss_kib,
-        anon_kib,
-        fds,
-        threads,
+        anon_kib: stats.rss_anon_kib,
+        fds: ProcStats::open_fds(pid),
+        threads: stats.threads,
         cpu_us: if checks == 0 {
             0.0
         } else {
@@ -1042,7 +1024,6 @@ pub async fn run() {
     );
     println!("{}", header());
     let start_stats = ProcStats::read(pid);
-    let (fds, threads, anon_kib) = fds_threads_anon(pid);
     let mut rows = vec![Sample {
         at: Duration::ZERO,
         checks: 0,
@@ -1057,9 +1038,9 @@ pub async fn run() {
         unique_short: 0,
         rss_kib: start_stats.rss_kib,
         hwm_kib: start_stats.peak_rss_kib,
-        anon_kib,
-        fds,
-        threads,
+        anon_kib: start_stats.rss_anon_kib,
+        fds: ProcStats::open_fds(pid),
+        threads: start_stats.threads,
         cpu_us: 0.0,
     }];
     println!("{}", row(&rows[0]));
