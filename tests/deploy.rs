@@ -147,7 +147,7 @@ fn documents(file: &str) -> Vec<serde_yaml_ng::Value> {
 
 #[test]
 fn kubernetes_manifests_are_complete_and_their_config_loads() {
-    let docs = documents("deploy/kubernetes/portcullis.yaml");
+    let docs = documents("deploy/kubernetes/base/portcullis.yaml");
     let kinds: BTreeSet<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     for kind in [
         "ConfigMap",
@@ -181,7 +181,120 @@ fn kubernetes_manifests_are_complete_and_their_config_loads() {
         &format!("{}/", dir.path().display()),
     );
     let config = Config::from_yaml(&yaml, &Env::new(), None).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.session.store, portcullis::session::StoreKind::Redis);
+    assert_eq!(config.session.store, portcullis::session::StoreKind::Cookie);
+}
+
+/// `kubectl kustomize` of a kustomization under deploy/kubernetes, as its YAML text.
+fn kustomize(dir: &str) -> String {
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(repo_root().join(dir))
+        .output()
+        .expect("running kubectl (scripts/setup installs it)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Whether kubernetes-validate (strict: an unknown field is an error) accepts `yaml` against the
+/// schemas of Kubernetes `version`; its complaint otherwise.
+fn kubernetes_validate(yaml: &str, version: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("manifests.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = Command::new(repo_root().join(".venv/bin/kubernetes-validate"))
+        .args(["--strict", "--quiet", "-k", version])
+        .arg(&file)
+        .output()
+        .expect("running .venv/bin/kubernetes-validate (scripts/setup installs it)");
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+/// The rendered documents' portcullis config, as the container reads it: the ConfigMap's file
+/// with the container's `PORTCULLIS_*` environment over it, its secret files supplied.
+fn rendered_config(docs: &[serde_yaml_ng::Value]) -> Config {
+    let config_map = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "portcullis")
+        .unwrap();
+    let env: Env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_owned();
+            (name, e["value"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("client-secret"), "s3cret").unwrap();
+    std::fs::write(dir.path().join("session-secret"), session_secret()).unwrap();
+    let yaml = config_map["data"]["portcullis.yaml"]
+        .as_str()
+        .unwrap()
+        .replace(
+            "/etc/portcullis/secret/",
+            &format!("{}/", dir.path().display()),
+        );
+    Config::from_yaml(&yaml, &env, None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+#[ignore = "needs kubectl and kubernetes-validate: run scripts/test"]
+fn the_kustomizations_render_to_manifests_a_cluster_accepts() {
+    // The Kubernetes of the kubectl these machines have, and the newest the pinned validator knows.
+    let versions = ["1.32.0", "1.37.0"];
+    for (dir, store) in [
+        (
+            "deploy/kubernetes/base",
+            portcullis::session::StoreKind::Cookie,
+        ),
+        (
+            "deploy/kubernetes/overlays/redis",
+            portcullis::session::StoreKind::Redis,
+        ),
+    ] {
+        let yaml = kustomize(dir);
+        for version in versions {
+            kubernetes_validate(&yaml, version)
+                .unwrap_or_else(|e| panic!("{dir} against Kubernetes {version}: {e}"));
+        }
+        let docs: Vec<serde_yaml_ng::Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        assert_eq!(rendered_config(&docs).session.store, store, "{dir}");
+        let redis = docs
+            .iter()
+            .any(|d| d["metadata"]["name"] == "portcullis-redis");
+        assert_eq!(
+            redis,
+            store == portcullis::session::StoreKind::Redis,
+            "{dir}"
+        );
+    }
+    // The validator is strict: a field Kubernetes does not have (as the Istio mesh config once
+    // carried one of its HTTP provider's) is refused.
+    let wrong = kustomize("deploy/kubernetes/base").replace(
+        "      containers:\n",
+        "      containers:\n      - name: sidecar\n        image: x\n        includeRequestHeadersInCheck: [cookie]\n",
+    );
+    assert!(
+        wrong.contains("includeRequestHeadersInCheck"),
+        "no containers: line to mutate"
+    );
+    let refused = kubernetes_validate(&wrong, versions[0]).expect_err("an unknown field must fail");
+    assert!(
+        refused.contains("includeRequestHeadersInCheck"),
+        "{refused}"
+    );
 }
 
 #[test]
