@@ -18,7 +18,7 @@
 //! answering 200 itself):
 //!   f  bearer token (Envoy's jwt_authn verifies it; ext_authz skipped)
 //!   g  browser with a valid pass beside its Redis session cookie (the same, with the pass)
-//!   gc g with er's cookie-store session (3.2 KB) instead: what a bigger request costs Envoy
+//!   gc g with e's cookie-store session (3.2 KB) instead: what a bigger request costs Envoy
 //!   gs gc with the Lua step's cookie strip taken out: gc/gs is what stripping costs
 //!   h  browser whose pass ran out: jwt_authn fails it, ext_authz asks portcullis, which allows
 //!      on the Redis session and issues a new pass (today's path for that browser: er)
@@ -80,16 +80,9 @@ fn main() {
     let secret = support::session_secret();
     let portcullis = rt.block_on(common::start_portcullis(&op, &secret));
     let redis = rt.block_on(support::Redis::start());
-    let portcullis_redis = rt.block_on(common::start_portcullis_with(
-        &op,
-        &secret,
-        &format!(", store: redis, redis: {{url: '{}'}}", redis.url),
-    ));
-    let portcullis_fast = rt.block_on(common::start_portcullis_fast(
-        &op,
-        &secret,
-        &format!(", store: redis, redis: {{url: '{}'}}", redis.url),
-    ));
+    let redis_store = format!(", store: redis, redis: {{url: '{}'}}", redis.url);
+    let portcullis_redis = rt.block_on(common::start_portcullis_with(&op, &secret, &redis_store));
+    let portcullis_fast = rt.block_on(common::start_portcullis_fast(&op, &secret, &redis_store));
     let fast_path = support::fast_path_config(
         &portcullis_fast,
         EnvoyPorts::free(portcullis_fast.grpc_port, support::free_port()),
