@@ -251,7 +251,7 @@ impl<'a> Writer<'a> {
             "# fast=: who a JWT Envoy verified named (no ext_authz); user=: who portcullis named.",
         );
         self.line(16, "text_format_source:");
-        self.line(18, "inline_string: \"[%START_TIME%] \\\"%REQ(:METHOD)% %PATH(NQ)% %PROTOCOL%\\\" %RESPONSE_CODE% %RESPONSE_FLAGS% %DURATION%ms fast=%DYNAMIC_METADATA(portcullis:user)% sub=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)% user=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:user)% email=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:email)% deny=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%\\n\"");
+        self.line(18, "inline_string: \"[%START_TIME%] \\\"%REQ(:METHOD)% %PATH(NQ)% %PROTOCOL%\\\" %RESPONSE_CODE% %RESPONSE_FLAGS% %DURATION%ms fast=%DYNAMIC_METADATA(portcullis:user)% sub=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)% user=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:user)% email=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:email)% deny=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)% shadow=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:shadow)%\\n\"");
     }
 
     /// One virtual host: portcullis's routes in its order, a route naming a host matching the

@@ -11,6 +11,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// What a route in shadow mode would have answered a request it let through.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ShadowLabels {
+    route: Arc<str>,
+    would: &'static str,
+    reason: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CheckLabels {
     /// A route name from the config (or "none"): bounded by the config, never a raw path.
@@ -123,6 +131,7 @@ struct RedisLabels {
 pub struct Metrics {
     registry: Registry,
     checks: Family<CheckLabels, Counter>,
+    shadowed: Family<ShadowLabels, Counter>,
     check_duration: Family<DurationLabels, Histogram>,
     jwks_fetches: Family<FetchLabels, Counter>,
     token_cache: Family<CacheLabels, Counter>,
@@ -149,6 +158,12 @@ impl Metrics {
             "checks",
             "Authorization checks by route, decision and reason",
             checks.clone(),
+        );
+        let shadowed = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "shadow_checks",
+            "Checks a route in shadow mode let through, by what it would have decided and why",
+            shadowed.clone(),
         );
         // From 50 us to ~0.8 s: cached checks sit in the first buckets, IdP round trips in the last.
         let check_duration = Family::<DurationLabels, Histogram>::new_with_constructor(
@@ -227,6 +242,7 @@ impl Metrics {
         Self {
             registry,
             checks,
+            shadowed,
             check_duration,
             jwks_fetches,
             token_cache,
@@ -273,6 +289,18 @@ impl Metrics {
         self.check_duration
             .get_or_create(&DurationLabels { decision })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A check a route in shadow mode let through that it would have answered `would` (deny,
+    /// redirect) for `reason`.
+    pub fn shadowed(&self, route: Arc<str>, would: &'static str, reason: &'static str) {
+        self.shadowed
+            .get_or_create(&ShadowLabels {
+                route,
+                would,
+                reason,
+            })
+            .inc();
     }
 
     /// A step of the browser login funnel.

@@ -33,6 +33,16 @@ impl Stack {
     /// `envoy_file`: the shipped Envoy config to run; all its upstream clusters go to the echo
     /// upstream. `extra`: more top-level config keys, given Envoy's listener port.
     async fn with(envoy_file: &str, op: OpOptions, extra: impl Fn(u16) -> String) -> Self {
+        Self::with_mode(envoy_file, op, "enforce", extra).await
+    }
+
+    /// [`Stack::with`], the `api` route in `api_mode` (`enforce` or `shadow`).
+    async fn with_mode(
+        envoy_file: &str,
+        op: OpOptions,
+        api_mode: &str,
+        extra: impl Fn(u16) -> String,
+    ) -> Self {
         let upstream = EchoUpstream::start().await;
         let op = Op::start(op).await;
         let grpc = free_port();
@@ -48,7 +58,7 @@ impl Stack {
              routes:\n\
              - {{name: admin-host, host: admin.example, path_prefix: /, action: deny}}\n\
              - {{name: health, path_prefix: /healthcheck, action: public}}\n\
-             - {{name: api, path_prefix: /api/, action: api}}\n\
+             - {{name: api, path_prefix: /api/, action: api, mode: {api_mode}}}\n\
              - {{name: admin, path_prefix: /admin, action: deny}}\n\
              - {{name: app, path_prefix: /, action: login}}\n",
             issuer = op.issuer,
@@ -94,6 +104,76 @@ impl Stack {
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.get(format!("{}{path}", self.envoy.url))
     }
+}
+
+#[tokio::test]
+#[ignore = "needs Envoy and the OP: run scripts/test"]
+async fn a_shadow_route_lets_everyone_through_and_counts_what_it_would_have_refused() {
+    let s = Stack::with_mode("envoy/envoy.yaml", OpOptions::auth0(), "shadow", |_| {
+        String::new()
+    })
+    .await;
+    // No token, and a spoofed identity: through, anonymous.
+    let r = s
+        .get("/api/tables")
+        .header("x-auth-request-user", "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(s.upstream.last().all("x-auth-request-user").is_empty());
+    // A forged token: through, anonymous. Its Authorization goes on: in shadow mode the upstream
+    // still makes its own checks, as it did before portcullis stood in front of it.
+    let forged = s.token("rs256-b", json!({}));
+    let r = s
+        .get("/api/tables")
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(s.upstream.last().all("x-auth-request-user").is_empty());
+    assert_eq!(
+        s.upstream.last().all("authorization"),
+        [format!("Bearer {forged}")]
+    );
+    // A valid token: as enforced, with the identity.
+    let token = s.token("rs256-a", json!({}));
+    let r = s
+        .get("/api/tables")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        s.upstream.last().all("x-auth-request-user"),
+        ["alice@example.com"]
+    );
+    // Other routes still enforce.
+    let r = s
+        .get("/admin/users")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let metrics = s.portcullis.metrics().await;
+    for line in [
+        r#"portcullis_shadow_checks_total{route="api",would="deny",reason="missing_credential"} 1"#,
+        r#"portcullis_checks_total{route="api",decision="allow",reason="shadow"} 2"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            r#"portcullis_shadow_checks_total{route="api",would="deny",reason="token_"#
+        )),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use super::credentials::{self, Credential};
 use super::decision::{Allow, AllowReason, Decision, Deny, DenyReason};
 use super::login::LoginFlow;
 use super::path;
-use super::policy::{self, Action, Policy, Route, RouteName};
+use super::policy::{self, Action, Policy, Route, RouteMode, RouteName};
 use super::request::AuthzRequest;
 use crate::identity::Principal;
 use crate::session::cookie::Stripped;
@@ -129,6 +129,29 @@ impl Authorizer {
         let Some(route) = route else {
             return self.deny(&self.unmatched, DenyReason::NoRoute);
         };
+        let decision = self.decide(req, route).await;
+        match (route.mode, decision) {
+            (
+                RouteMode::Shadow,
+                d @ (Decision::Deny(_) | Decision::Redirect(_) | Decision::Page(_)),
+            ) => {
+                // Let through as an anonymous request: no identity headers (the client's copies
+                // removed as ever), none of the answer's cookies; what would have been is counted.
+                let (would, reason) = d.kind_and_reason();
+                self.allow(
+                    &self.upstream_cookies(req),
+                    route,
+                    AllowReason::Shadow { would, reason },
+                    None,
+                    Vec::new(),
+                )
+            }
+            (RouteMode::Enforce | RouteMode::Shadow, d) => d,
+        }
+    }
+
+    /// What `route` decides for `req`, as enforced.
+    async fn decide(&self, req: &AuthzRequest, route: &Route) -> Decision {
         match route.action {
             Action::Deny => self.deny(&route.name, DenyReason::RouteDenied),
             Action::Public => self.allow(

@@ -45,6 +45,13 @@ impl Decision {
     pub fn record(&self, metrics: &Metrics, elapsed: Duration) {
         let (kind, reason) = self.kind_and_reason();
         metrics.check(self.route().label(), kind.as_str(), reason, elapsed);
+        if let Self::Allow(Allow {
+            reason: AllowReason::Shadow { would, reason },
+            ..
+        }) = self
+        {
+            metrics.shadowed(self.route().label(), would.as_str(), reason);
+        }
         let stage = match self {
             Self::Redirect(r) => match r.reason {
                 RedirectReason::Login => Some(LoginStage::started),
@@ -180,6 +187,12 @@ pub enum AllowReason {
     Public,
     Bearer,
     Session,
+    /// A route in shadow mode let through what it would have answered otherwise (`would`, for a
+    /// bounded `reason`).
+    Shadow {
+        would: DecisionKind,
+        reason: &'static str,
+    },
 }
 
 impl AllowReason {
@@ -188,6 +201,16 @@ impl AllowReason {
             Self::Public => "public",
             Self::Bearer => "bearer",
             Self::Session => "session",
+            Self::Shadow { .. } => "shadow",
+        }
+    }
+
+    /// What a shadow route would have answered, as `kind:reason` (Envoy's access log); `None` for
+    /// an allow that would have been one.
+    pub fn shadowed(self) -> Option<String> {
+        match self {
+            Self::Shadow { would, reason } => Some(format!("{}:{reason}", would.as_str())),
+            Self::Public | Self::Bearer | Self::Session => None,
         }
     }
 }

@@ -26,6 +26,6 @@ pub mod response;
 
 pub use authorizer::{Authorizer, IdentityHeaders, ROUTE_EXTENSION, UpstreamAuthorization};
 pub use decision::{Allow, AllowReason, Decision, Deny, DenyReason};
-pub use policy::{Action, Policy, Route, RouteName};
+pub use policy::{Action, Policy, Route, RouteMode, RouteName};
 pub use request::AuthzRequest;
 pub use response::DenyResponse;

@@ -49,6 +49,18 @@ pub enum Action {
     Deny,
 }
 
+/// Whether a route's decisions are carried out, or only recorded while everything is let through
+/// (how a team puts portcullis in front of a running service without locking anyone out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteMode {
+    #[default]
+    Enforce,
+    /// Every request is allowed: with the identity headers when it would have been allowed,
+    /// without them (the client's copies still removed) otherwise; what would have been decided is
+    /// counted and logged.
+    Shadow,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
     /// Whole-segment prefix: `/health` matches `/health` and `/health/x`, never `/healthz`.
@@ -202,6 +214,7 @@ pub struct Route {
     pub methods: Option<Vec<String>>,
     pub action: Action,
     pub require: Requirements,
+    pub mode: RouteMode,
 }
 
 impl Route {
@@ -254,6 +267,7 @@ mod tests {
             methods: None,
             action,
             require: Requirements::default(),
+            mode: RouteMode::Enforce,
         }
     }
 

@@ -227,6 +227,16 @@ pub(super) struct RouteFile {
     pub(super) action: ActionFile,
     #[serde(default)]
     pub(super) require: RequireFile,
+    #[serde(default)]
+    pub(super) mode: ModeFile,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum ModeFile {
+    #[default]
+    Enforce,
+    Shadow,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -424,3 +424,21 @@ fn redis_needs_a_redis_url() {
         "the URL may hold a password: never in Debug"
     );
 }
+
+#[test]
+fn a_route_enforces_unless_it_says_shadow() {
+    use crate::authz::RouteMode;
+    let c = load(&format!(
+        "{}routes: [{{name: a, path_prefix: /api/, action: api, mode: shadow}}, {{name: b, path_prefix: /, action: login}}]",
+        minimal()
+    ))
+    .unwrap();
+    let modes: Vec<RouteMode> = c.policy.routes().iter().map(|r| r.mode).collect();
+    assert_eq!(modes, [RouteMode::Shadow, RouteMode::Enforce]);
+    let p = problems(&format!(
+        "{}routes: [{{name: a, path_prefix: /, action: api, mode: audit}}]",
+        minimal()
+    ));
+    assert!(p[0].starts_with("routes[0].mode"), "{p:?}");
+    assert!(p[0].contains("enforce") && p[0].contains("shadow"), "{p:?}");
+}

@@ -9,14 +9,14 @@ use url::Url;
 
 use super::file::resolve;
 use super::file::{
-    ActionFile, BearerFile, FileConfig, HeadersFile, LoginFile, PassFile, ProviderFile,
+    ActionFile, BearerFile, FileConfig, HeadersFile, LoginFile, ModeFile, PassFile, ProviderFile,
     RequireFile, RouteFile, SessionFile,
 };
 use super::settings::{BearerIssuer, Config, Listen, Log, Login, Provider, SessionConfig};
 use crate::authz::pass::PassSettings;
 use crate::authz::path::is_valid_config_path;
 use crate::authz::policy::{
-    ClaimRequirement, HostMatch, PathMatch, Requirements, Route, RouteName,
+    ClaimRequirement, HostMatch, PathMatch, Requirements, Route, RouteMode, RouteName,
 };
 use crate::authz::{Action, IdentityHeaders, Policy};
 use crate::idp::same_issuer;
@@ -46,6 +46,7 @@ pub(super) fn validate(
             methods: None,
             action: ActionFile::Login,
             require: RequireFile::default(),
+            mode: ModeFile::Enforce,
         }]
     });
     let policy = validate_routes(routes, problems);
@@ -453,6 +454,10 @@ fn validate_routes(routes: Vec<RouteFile>, problems: &mut Vec<String>) -> Policy
             methods,
             action,
             require,
+            mode: match r.mode {
+                ModeFile::Enforce => RouteMode::Enforce,
+                ModeFile::Shadow => RouteMode::Shadow,
+            },
         });
     }
     Policy::new(out)

@@ -74,9 +74,12 @@ pub fn check_response(decision: Decision, metadata: EnvoyMetadata) -> CheckRespo
                     .map(|c| header("set-cookie".to_owned(), c))
                     .collect(),
             })),
-            dynamic_metadata: match metadata {
-                EnvoyMetadata::Identity => allow.identity.as_deref().map(identity_metadata),
-                EnvoyMetadata::None => None,
+            dynamic_metadata: match (metadata, allow.reason.shadowed()) {
+                // What a shadow route would have answered, for Envoy's access log
+                // (%DYNAMIC_METADATA(envoy.filters.http.ext_authz:shadow)%), like a deny's reason.
+                (_, Some(would)) => Some(fields([("shadow", would)])),
+                (EnvoyMetadata::Identity, None) => allow.identity.as_deref().map(identity_metadata),
+                (EnvoyMetadata::None, None) => None,
             },
         },
         Decision::Deny(deny) => answered(deny.response(), deny.reason.as_str()),

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
-use crate::authz::policy::{self, PathMatch, Requirements};
+use crate::authz::decision::DecisionKind;
+use crate::authz::policy::{self, PathMatch, Requirements, RouteMode};
 use crate::testing::{claims, rs, verifier};
 
 fn route(name: &str, prefix: &str, action: Action) -> Route {
@@ -16,6 +17,7 @@ fn route(name: &str, prefix: &str, action: Action) -> Route {
         methods: None,
         action,
         require: Requirements::default(),
+        mode: RouteMode::Enforce,
     }
 }
 
@@ -194,4 +196,79 @@ async fn envoy_can_name_the_route_through_context_extensions() {
         denied(z.check(&r).await).1,
         DenyReason::Path(path::PathRejection::DotSegment)
     );
+}
+
+/// The test authorizer with every route in shadow mode.
+fn shadowing() -> Authorizer {
+    let z = authorizer();
+    let routes = z
+        .policy
+        .routes()
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.mode = RouteMode::Shadow;
+            r
+        })
+        .collect();
+    Authorizer {
+        policy: Policy::new(routes),
+        ..z
+    }
+}
+
+#[tokio::test]
+async fn a_shadow_route_lets_through_what_it_would_deny_anonymously_and_says_why() {
+    let z = shadowing();
+    let mut forged = request("/ops/x", Some("not.a.token"));
+    forged
+        .headers
+        .insert("x-auth-request-user".into(), "mallory".into());
+    let mut bob = claims();
+    bob["groups"] = json!(["finance"]);
+    for (req, route, would, reason) in [
+        (
+            request("/ops/x", None),
+            "ops",
+            DecisionKind::Deny,
+            "missing_credential",
+        ),
+        (forged, "ops", DecisionKind::Deny, "token_malformed"),
+        (
+            request("/ops/x", Some(&rs(&bob))),
+            "ops",
+            DecisionKind::Deny,
+            "group_required",
+        ),
+        (
+            request("/admin", None),
+            "admin",
+            DecisionKind::Deny,
+            "route_denied",
+        ),
+    ] {
+        let a = allowed(z.check(&req).await);
+        assert_eq!(a.route.to_string(), route);
+        assert_eq!(a.reason, AllowReason::Shadow { would, reason }, "{route}");
+        assert!(a.set_headers.is_empty(), "no identity: {:?}", a.set_headers);
+        assert!(a.identity.is_none());
+        assert!(removed(&a).contains(&"x-auth-request-user".to_owned()));
+        assert!(a.set_cookies.is_empty());
+        assert_eq!(a.reason.shadowed().unwrap(), format!("deny:{reason}"));
+    }
+}
+
+#[tokio::test]
+async fn a_shadow_route_allows_what_it_would_allow_exactly_as_enforced() {
+    let token = rs(&claims());
+    let shadow = allowed(shadowing().check(&request("/ops/x", Some(&token))).await);
+    let enforced = allowed(authorizer().check(&request("/ops/x", Some(&token))).await);
+    assert_eq!(shadow.reason, AllowReason::Bearer);
+    assert_eq!(shadow.reason.shadowed(), None);
+    assert_eq!(shadow.set_headers, enforced.set_headers);
+    assert_eq!(shadow.remove_headers, enforced.remove_headers);
+    // A request no route takes is refused in any mode: shadow belongs to routes.
+    let mut bad = request("/x", None);
+    bad.authority = "a b".into();
+    assert!(matches!(shadowing().check(&bad).await, Decision::Deny(_)));
 }
