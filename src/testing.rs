@@ -1,7 +1,7 @@
 //! Fixtures for unit tests, integration tests and benchmarks, written once (the `testing` feature,
 //! which every test and bench build turns on through the dev-dependency on this crate): the keys
 //! under `tests/fixtures/keys`, a JWKS of their public halves, a verifier with them installed (no
-//! IdP needed), and tokens signed with them.
+//! IdP needed), tokens signed with them, and the Check request Envoy sends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,4 +116,32 @@ pub fn mint(key: &str, claims: &Value) -> String {
 /// A token signed by fixture key rs256-a, as [`keys`] expects.
 pub fn rs(claims: &Value) -> String {
     mint("rs256-a", claims)
+}
+
+/// The Check request Envoy sends for `GET <path>` on `host` (HTTPS) with `headers` (lowercase
+/// names: only what `allowed_headers` lets through).
+pub fn check_request(
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> crate::proto::CheckRequest {
+    use crate::proto::{AttributeContext, CheckRequest, attribute_context};
+    let http = attribute_context::HttpRequest {
+        method: "GET".into(),
+        host: host.into(),
+        scheme: "https".into(),
+        protocol: "HTTP/1.1".into(),
+        path: path.into(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Default::default()
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request { http: Some(http) }),
+            ..Default::default()
+        }),
+    }
 }

@@ -139,8 +139,12 @@ fn docker_compose_yml_passes_compose_config() {
 
 /// The YAML documents of a multi-document file.
 fn documents(file: &str) -> Vec<serde_yaml_ng::Value> {
-    let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
-    serde_yaml_ng::Deserializer::from_str(&text)
+    documents_of(&std::fs::read_to_string(repo_root().join(file)).unwrap())
+}
+
+/// The YAML documents of a multi-document text.
+fn documents_of(text: &str) -> Vec<serde_yaml_ng::Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect()
 }
@@ -170,17 +174,7 @@ fn kubernetes_manifests_are_complete_and_their_config_loads() {
         true
     );
 
-    // The ConfigMap's portcullis.yaml, with its secret files supplied.
-    let config_map = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
-    let yaml = config_map["data"]["portcullis.yaml"].as_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("client-secret"), "s3cret").unwrap();
-    std::fs::write(dir.path().join("session-secret"), session_secret()).unwrap();
-    let yaml = yaml.replace(
-        "/etc/portcullis/secret/",
-        &format!("{}/", dir.path().display()),
-    );
-    let config = Config::from_yaml(&yaml, &Env::new(), None).unwrap_or_else(|e| panic!("{e}"));
+    let config = rendered_config(&docs);
     assert_eq!(config.session.store, portcullis::session::StoreKind::Cookie);
 }
 
@@ -217,8 +211,8 @@ fn kubernetes_validate(yaml: &str, version: &str) -> Result<(), String> {
     }
 }
 
-/// The rendered documents' portcullis config, as the container reads it: the ConfigMap's file
-/// with the container's `PORTCULLIS_*` environment over it, its secret files supplied.
+/// The manifests' portcullis config, as the container reads it: the ConfigMap's file with the
+/// container's `PORTCULLIS_*` environment (if any) over it, its secret files supplied.
 fn rendered_config(docs: &[serde_yaml_ng::Value]) -> Config {
     let config_map = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
     let deployment = docs
@@ -267,9 +261,7 @@ fn the_kustomizations_render_to_manifests_a_cluster_accepts() {
             kubernetes_validate(&yaml, version)
                 .unwrap_or_else(|e| panic!("{dir} against Kubernetes {version}: {e}"));
         }
-        let docs: Vec<serde_yaml_ng::Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
-            .map(|d| serde::Deserialize::deserialize(d).unwrap())
-            .collect();
+        let docs = documents_of(&yaml);
         assert_eq!(rendered_config(&docs).session.store, store, "{dir}");
         let redis = docs
             .iter()

@@ -171,23 +171,19 @@ pub fn envoy_config(
 /// The listener and the clusters of a generated bootstrap, every cluster renamed `fast-NAME`
 /// (references too) so that none meets a bench cluster's name.
 fn fast_path_parts(bootstrap: &str) -> (Value, Vec<Value>) {
-    let mut config: Value = serde_yaml_ng::from_str(bootstrap).expect("envoy-config is YAML");
-    let resources = &mut config["static_resources"];
-    let Value::Sequence(clusters) = resources["clusters"].clone() else {
+    let config: Value = serde_yaml_ng::from_str(bootstrap).expect("envoy-config is YAML");
+    let resources = &config["static_resources"];
+    let Value::Sequence(mut clusters) = resources["clusters"].clone() else {
         panic!("envoy-config: no clusters");
     };
     let names: Vec<String> = clusters
         .iter()
         .map(|c| c["name"].as_str().expect("a cluster name").to_owned())
         .collect();
-    let mut parts = Value::Sequence(vec![resources["listeners"][0].clone()]);
-    parts.as_sequence_mut().unwrap().extend(clusters);
-    rename_clusters(&mut parts, &names);
-    let Value::Sequence(mut parts) = parts else {
-        unreachable!()
-    };
-    let listener = parts.remove(0);
-    (listener, parts)
+    let mut listener = resources["listeners"][0].clone();
+    rename_clusters(&mut listener, &names);
+    clusters.iter_mut().for_each(|c| rename_clusters(c, &names));
+    (listener, clusters)
 }
 
 /// Renames every cluster of `names` to `fast-NAME` wherever `value` names one.

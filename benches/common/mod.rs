@@ -53,14 +53,16 @@ fn bench_config(op: &Op, secret: &str, session: &str) -> String {
 /// An Auth0-shaped access token from the provider's signing key (fixture rs256-a), unique by
 /// `jti`: about 900 bytes, like Auth0's with a few scopes.
 pub fn access_token(op: &Op, jti: u64) -> String {
+    support::mint("rs256-a", &access_claims(&op.issuer, jti))
+}
+
+/// The claims of [`access_token`]: alice's, valid for an hour from now.
+pub fn access_claims(issuer: &str, jti: u64) -> serde_json::Value {
     let now = support::now();
-    support::mint(
-        "rs256-a",
-        &serde_json::json!({"iss": op.issuer, "aud": [AUDIENCE, format!("{}userinfo", op.issuer)],
-            "sub": "auth0|5f7c8ec7c33c6c004bbafe82", "iat": now, "exp": now + 3600,
-            "email": "alice@example.com", "email_verified": true, "groups": ["ops"],
-            "scope": "openid profile email read:metadata", "azp": CLIENT_ID, "jti": jti.to_string()}),
-    )
+    serde_json::json!({"iss": issuer, "aud": [AUDIENCE, format!("{issuer}userinfo")],
+        "sub": "auth0|5f7c8ec7c33c6c004bbafe82", "iat": now, "exp": now + 3600,
+        "email": "alice@example.com", "email_verified": true, "groups": ["ops"],
+        "scope": "openid profile email read:metadata", "azp": CLIENT_ID, "jti": jti.to_string()})
 }
 
 /// alice's session cookie in the cookie store, as a login at `issuer` (Auth0) leaves it: an

@@ -30,7 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::Channel;
 
 use super::{ProcStats, mib, setting};
-use crate::support::{self, AUDIENCE, CLIENT_ID, Op, OpOptions};
+use crate::support::{self, AUDIENCE, Op, OpOptions};
 
 /// The last third's peak RSS may exceed the first third's by this much and still count as bounded.
 const RSS_TOLERANCE_PERCENT: f64 = 10.0;
@@ -115,9 +115,9 @@ struct BadTokens {
     other_key: String,
 }
 
-/// What one sample interval collected.
-struct Window {
-    latency: Histogram<u64>,
+/// What one sample interval counted besides latency; normally all zero but errors aside.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
     errors: u64,
     wrong: u64,
     reissued: u64,
@@ -126,16 +126,17 @@ struct Window {
     unique_short: u64,
 }
 
+/// What one sample interval collected.
+struct Window {
+    latency: Histogram<u64>,
+    counts: Counts,
+}
+
 impl Window {
     fn new() -> Self {
         Self {
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
-            errors: 0,
-            wrong: 0,
-            reissued: 0,
-            cancelled: 0,
-            skipped: 0,
-            unique_short: 0,
+            counts: Counts::default(),
         }
     }
 }
@@ -164,18 +165,10 @@ struct Sample {
     rate: f64,
     p50: u64,
     p99: u64,
-    errors: u64,
-    wrong: u64,
-    reissued: u64,
-    cancelled: u64,
-    skipped: u64,
-    unique_short: u64,
-    rss_kib: u64,
-    hwm_kib: u64,
-    /// The anonymous part of VmRSS (the heap, mostly; the rest is the binary's pages), in KiB.
-    anon_kib: u64,
+    counts: Counts,
+    /// portcullis's memory and threads at the end of the interval.
+    stats: ProcStats,
     fds: u64,
-    threads: u64,
     /// portcullis's CPU time per check answered in the interval, in microseconds.
     cpu_us: f64,
 }
@@ -204,13 +197,7 @@ impl Minter {
     }
 
     fn mint(&self, jti: u64) -> String {
-        let now = support::now();
-        let claims = serde_json::json!({"iss": self.issuer,
-            "aud": [AUDIENCE, format!("{}userinfo", self.issuer)],
-            "sub": "auth0|5f7c8ec7c33c6c004bbafe82", "iat": now, "exp": now + 3600,
-            "email": "alice@example.com", "email_verified": true, "groups": ["ops"],
-            "scope": "openid profile email read:metadata", "azp": CLIENT_ID,
-            "jti": format!("soak-{jti}")});
+        let claims = super::access_claims(&self.issuer, jti);
         let signing_input = format!("{}.{}", self.header, B64.encode(claims.to_string()));
         let mut sig = vec![0; self.key.public_modulus_len()];
         self.key
@@ -297,7 +284,7 @@ impl Shared {
             Class::Unique => {
                 let token = self.unique.lock().unwrap().try_recv().ok();
                 let token = token.unwrap_or_else(|| {
-                    self.window.lock().unwrap().unique_short += 1;
+                    self.window.lock().unwrap().counts.unique_short += 1;
                     creds.token.clone()
                 });
                 (
@@ -519,7 +506,7 @@ async fn one(shared: Arc<Shared>, class: Class, n: u64, _permit: OwnedSemaphoreP
         Some(after) => match tokio::time::timeout(after, client.check(req)).await {
             Ok(answer) => answer,
             Err(_) => {
-                shared.window.lock().unwrap().cancelled += 1;
+                shared.window.lock().unwrap().counts.cancelled += 1;
                 return;
             }
         },
@@ -551,9 +538,9 @@ async fn one(shared: Arc<Shared>, class: Class, n: u64, _permit: OwnedSemaphoreP
     {
         let mut w = shared.window.lock().unwrap();
         w.latency.saturating_record(micros);
-        w.errors += u64::from(error);
-        w.wrong += u64::from(wrong);
-        w.reissued += u64::from(reissued && class == Class::Cookie);
+        w.counts.errors += u64::from(error);
+        w.counts.wrong += u64::from(wrong);
+        w.counts.reissued += u64::from(reissued && class == Class::Cookie);
     }
     if error {
         Shared::note(&shared.first_error, || {
@@ -588,7 +575,7 @@ async fn generate(shared: Arc<Shared>, rate: f64, until: tokio::time::Instant) {
                     shared.sent[class as usize].fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(one(shared.clone(), class, n, permit));
                 }
-                Err(_) => shared.window.lock().unwrap().skipped += 1,
+                Err(_) => shared.window.lock().unwrap().counts.skipped += 1,
             }
             n += 1;
         }
@@ -660,35 +647,26 @@ fn take_sample(
     at: Duration,
     interval: Duration,
     before: &ProcStats,
-) -> (Sample, ProcStats) {
+) -> Sample {
     let w = std::mem::replace(&mut *shared.window.lock().unwrap(), Window::new());
     let stats = ProcStats::read(pid);
     let checks = w.latency.len();
     let cpu = stats.cpu.saturating_sub(before.cpu);
-    let sample = Sample {
+    Sample {
         at,
         checks,
         rate: checks as f64 / interval.as_secs_f64(),
         p50: w.latency.value_at_quantile(0.5),
         p99: w.latency.value_at_quantile(0.99),
-        errors: w.errors,
-        wrong: w.wrong,
-        reissued: w.reissued,
-        cancelled: w.cancelled,
-        skipped: w.skipped,
-        unique_short: w.unique_short,
-        rss_kib: stats.rss_kib,
-        hwm_kib: stats.peak_rss_kib,
-        anon_kib: stats.rss_anon_kib,
+        counts: w.counts,
+        stats,
         fds: ProcStats::open_fds(pid),
-        threads: stats.threads,
         cpu_us: if checks == 0 {
             0.0
         } else {
             cpu.as_micros() as f64 / checks as f64
         },
-    };
-    (sample, stats)
+    }
 }
 
 const COLUMNS: [&str; 14] = [
@@ -738,11 +716,11 @@ fn row(s: &Sample) -> String {
                 dash(),
                 dash(),
                 dash(),
-                mib(s.rss_kib),
-                mib(s.hwm_kib),
-                mib(s.anon_kib),
+                mib(s.stats.rss_kib),
+                mib(s.stats.peak_rss_kib),
+                mib(s.stats.rss_anon_kib),
                 s.fds.to_string(),
-                s.threads.to_string(),
+                s.stats.threads.to_string(),
                 dash(),
                 dash(),
             ],
@@ -751,9 +729,9 @@ fn row(s: &Sample) -> String {
     }
     // What is normally zero, noted only when it is not.
     let notes: Vec<String> = [
-        (s.reissued, "cookies reissued"),
-        (s.skipped, "skipped (in flight at the cap)"),
-        (s.unique_short, "unique tokens short (cached sent)"),
+        (s.counts.reissued, "cookies reissued"),
+        (s.counts.skipped, "skipped (in flight at the cap)"),
+        (s.counts.unique_short, "unique tokens short (cached sent)"),
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)
@@ -766,15 +744,15 @@ fn row(s: &Sample) -> String {
             format!("{:.1}", s.rate),
             s.p50.to_string(),
             s.p99.to_string(),
-            s.errors.to_string(),
-            s.wrong.to_string(),
-            mib(s.rss_kib),
-            mib(s.hwm_kib),
-            mib(s.anon_kib),
+            s.counts.errors.to_string(),
+            s.counts.wrong.to_string(),
+            mib(s.stats.rss_kib),
+            mib(s.stats.peak_rss_kib),
+            mib(s.stats.rss_anon_kib),
             s.fds.to_string(),
-            s.threads.to_string(),
+            s.stats.threads.to_string(),
             format!("{:.1}", s.cpu_us),
-            s.cancelled.to_string(),
+            s.counts.cancelled.to_string(),
         ],
         &notes.join(", "),
     )
@@ -827,8 +805,8 @@ fn verdict(samples: &[Sample]) -> bool {
         span(first),
         span(last)
     );
-    let rss_first = max(first, |s| s.rss_kib);
-    let rss_last = max(last, |s| s.rss_kib);
+    let rss_first = max(first, |s| s.stats.rss_kib);
+    let rss_last = max(last, |s| s.stats.rss_kib);
     let rss_allowed = (rss_first as f64 * (1.0 + RSS_TOLERANCE_PERCENT / 100.0)) as u64;
     let rss = judge(rss_first, rss_last, rss_allowed);
     println!(
@@ -843,8 +821,8 @@ fn verdict(samples: &[Sample]) -> bool {
     println!(
         "  fds      first third max {fds_first}, last third max {fds_last} (bounded within +{FD_SLACK}): {fds}"
     );
-    let th_first = max(first, |s| s.threads);
-    let th_last = max(last, |s| s.threads);
+    let th_first = max(first, |s| s.stats.threads);
+    let th_last = max(last, |s| s.stats.threads);
     let threads = judge(th_first, th_last, th_first + THREAD_SLACK);
     println!(
         "  threads  first third max {th_first}, last third max {th_last} (bounded within +{THREAD_SLACK}): {threads}"
@@ -854,19 +832,19 @@ fn verdict(samples: &[Sample]) -> bool {
     let trend = slope(
         &rest
             .iter()
-            .map(|s| (s.at.as_secs_f64() / 60.0, s.rss_kib as f64))
+            .map(|s| (s.at.as_secs_f64() / 60.0, s.stats.rss_kib as f64))
             .collect::<Vec<_>>(),
     );
     let anon_trend = slope(
         &rest
             .iter()
-            .map(|s| (s.at.as_secs_f64() / 60.0, s.anon_kib as f64))
+            .map(|s| (s.at.as_secs_f64() / 60.0, s.stats.rss_anon_kib as f64))
             .collect::<Vec<_>>(),
     );
     println!(
         "  VmRSS trend after the first third: {trend:+.0} KiB/min, RssAnon {anon_trend:+.0} KiB/min (least squares over {} samples); VmHWM at the end {}",
         rest.len(),
-        mib(samples.last().unwrap().hwm_kib)
+        mib(samples.last().unwrap().stats.peak_rss_kib)
     );
     let p99 = |rows: &[Sample]| median(rows.iter().map(|s| s.p99).collect());
     let p50 = |rows: &[Sample]| median(rows.iter().map(|s| s.p50).collect());
@@ -881,13 +859,13 @@ fn verdict(samples: &[Sample]) -> bool {
         cpu(last)
     );
     let total = |f: fn(&Sample) -> u64| samples.iter().map(f).sum::<u64>();
-    let (errors, wrong) = (total(|s| s.errors), total(|s| s.wrong));
+    let (errors, wrong) = (total(|s| s.counts.errors), total(|s| s.counts.wrong));
     println!(
         "  errors {errors}, wrong answers {wrong}, cookies reissued {}, checks abandoned {}, skipped {}, unique tokens short {}",
-        total(|s| s.reissued),
-        total(|s| s.cancelled),
-        total(|s| s.skipped),
-        total(|s| s.unique_short)
+        total(|s| s.counts.reissued),
+        total(|s| s.counts.cancelled),
+        total(|s| s.counts.skipped),
+        total(|s| s.counts.unique_short)
     );
     let all = [rss, fds, threads];
     let overall = if all.contains(&"GROWING") {
@@ -1030,17 +1008,9 @@ pub async fn run() {
         rate: 0.0,
         p50: 0,
         p99: 0,
-        errors: 0,
-        wrong: 0,
-        reissued: 0,
-        cancelled: 0,
-        skipped: 0,
-        unique_short: 0,
-        rss_kib: start_stats.rss_kib,
-        hwm_kib: start_stats.peak_rss_kib,
-        anon_kib: start_stats.rss_anon_kib,
+        counts: Counts::default(),
+        stats: start_stats,
         fds: ProcStats::open_fds(pid),
-        threads: start_stats.threads,
         cpu_us: 0.0,
     }];
     println!("{}", row(&rows[0]));
@@ -1060,8 +1030,8 @@ pub async fn run() {
     let mut before = start_stats;
     for k in 1..=samples {
         tokio::time::sleep_until(start + interval * k).await;
-        let (sample, stats) = take_sample(&shared, pid, interval * k, interval, &before);
-        before = stats;
+        let sample = take_sample(&shared, pid, interval * k, interval, &before);
+        before = sample.stats;
         println!("{}", row(&sample));
         rows.push(sample);
         portcullis.proc.assert_running("in the soak");
@@ -1105,7 +1075,7 @@ pub async fn run() {
     }
     let total = |f: fn(&Sample) -> u64| rows.iter().map(f).sum::<u64>();
     assert!(
-        total(|s| s.errors) + total(|s| s.wrong) == 0,
+        total(|s| s.counts.errors) + total(|s| s.counts.wrong) == 0,
         "the soak had errors or wrong answers (above)"
     );
     if !held {

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use portcullis::proto::{AttributeContext, CheckRequest, attribute_context};
-use portcullis::testing::{AUD, ISS, claims, rs};
+use portcullis::proto::CheckRequest;
+use portcullis::testing::{AUD, ISS, check_request, claims, rs};
 use portcullis_fuzz::{SESSION_COOKIE, SESSION_PLACEHOLDER, STATE, TOKEN_PLACEHOLDER};
 use prost::Message as _;
 
@@ -15,28 +15,6 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
         .join(target);
     std::fs::create_dir_all(&dir).expect("the corpus folder");
     std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("a seed");
-}
-
-/// As tests/support/portcullis.rs `check_request` builds one.
-fn check_request(host: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
-    let http = attribute_context::HttpRequest {
-        method: "GET".into(),
-        host: host.into(),
-        scheme: "https".into(),
-        protocol: "HTTP/1.1".into(),
-        path: path.into(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect(),
-        ..Default::default()
-    };
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request { http: Some(http) }),
-            ..Default::default()
-        }),
-    }
 }
 
 fn main() {

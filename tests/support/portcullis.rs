@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use ::portcullis::proto::CheckRequest;
 use serde_yaml_ng::Value;
 
 use super::proc::tempdir;
@@ -159,26 +158,6 @@ pub async fn store_session(
         .join("; ")
 }
 
-/// The Check request Envoy sends for `GET <path>` on `host` (HTTPS) with `headers` (lowercase
-/// names: only what `allowed_headers` lets through).
-pub fn check_request(host: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
-    use ::portcullis::proto::{AttributeContext, attribute_context};
-    let http = attribute_context::HttpRequest {
-        method: "GET".into(),
-        host: host.into(),
-        scheme: "https".into(),
-        protocol: "HTTP/1.1".into(),
-        path: path.into(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect(),
-        ..Default::default()
-    };
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request { http: Some(http) }),
-            ..Default::default()
-        }),
-    }
-}
+// Where the suites and benches look for it; not every test binary uses it.
+#[allow(unused_imports)]
+pub use ::portcullis::testing::check_request;
