@@ -218,29 +218,54 @@ fn login_flow(
     )
 }
 
+/// The bound ports: `listen.grpc`, `listen.admin`, and `listen.http_authz` when set.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub admin: TcpListener,
+    pub http_authz: Option<TcpListener>,
+}
+
+impl Listeners {
+    pub async fn bind(listen: &crate::config::Listen) -> anyhow::Result<Self> {
+        let bind = |field: &'static str, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen.{field}: cannot bind {addr}"))
+        };
+        Ok(Self {
+            grpc: bind("grpc", listen.grpc).await?,
+            admin: bind("admin", listen.admin).await?,
+            http_authz: match listen.http_authz {
+                Some(addr) => Some(bind("http_authz", addr).await?),
+                None => None,
+            },
+        })
+    }
+}
+
 /// Binds the configured ports and runs until SIGTERM or Ctrl-C.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let grpc = TcpListener::bind(config.listen.grpc)
-        .await
-        .with_context(|| format!("listen.grpc: cannot bind {}", config.listen.grpc))?;
-    let admin = TcpListener::bind(config.listen.admin)
-        .await
-        .with_context(|| format!("listen.admin: cannot bind {}", config.listen.admin))?;
-    run(config, grpc, admin, shutdown_signal()).await
+    let listeners = Listeners::bind(&config.listen).await?;
+    run(config, listeners, shutdown_signal()).await
 }
 
 /// Runs the service on bound listeners until `shutdown` completes, then drains.
 pub async fn run(
     config: Config,
-    grpc_listener: TcpListener,
-    admin_listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let Listeners {
+        grpc: grpc_listener,
+        admin: admin_listener,
+        http_authz,
+    } = listeners;
     let metrics = Arc::new(Metrics::new());
     let core = Core::build(&config, metrics.clone()).await?;
     tracing::info!(
         grpc = %grpc_listener.local_addr()?,
         admin = %admin_listener.local_addr()?,
+        http_authz = ?http_authz.as_ref().map(TcpListener::local_addr).transpose()?,
         issuer = %config.provider.issuer,
         routes = config.policy.routes().len(),
         "portcullis listening"
@@ -299,8 +324,26 @@ pub async fn run(
         crate::http::admin::router(metrics.clone(), readiness.clone(), core.pass_jwks.clone()),
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
+    // The forward-auth adapter drains with the admin port: both are plain HTTP/1.
+    let forward = http_authz.map(|listener| {
+        axum::serve(
+            GuardedListener::new(listener, limits),
+            crate::http::forward::router(
+                core.authorizer.clone(),
+                metrics.clone(),
+                config.listen.trusted_proxies.clone(),
+            )
+            .into_make_service_with_connect_info::<crate::http::forward::Peer>(),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+    });
     let grpc = tokio::spawn(grpc);
-    let admin = tokio::spawn(async move { admin.await });
+    let admin = tokio::spawn(async move {
+        match forward {
+            Some(forward) => tokio::try_join!(admin, forward).map(|_| ()),
+            None => admin.await,
+        }
+    });
 
     shutdown.await;
     tracing::info!(

@@ -6,13 +6,14 @@
 //!
 //! ```text
 //! app bootstrap      wiring: config -> core -> listeners; the fast path's Envoy bootstrap
-//! grpc  http         adapters: ext_authz gRPC (proto <-> core); the admin port
+//! grpc  http         adapters: ext_authz gRPC (proto <-> core); HTTP forward-auth; the admin port
 //! config             the YAML schema, environment overlays, validation into the types below
 //! authz              the pure core: request -> Decision (policy, credentials, login flow)
 //! session            browser sessions: cookies, sealing, stores
 //! token              JWKS caches, bearer and ID token validation
 //! idp                the provider over HTTP: client, discovery, token endpoint
-//! identity listener metrics readiness secret telemetry proto   leaves: import nothing of the crate
+//! identity listener metrics proxies readiness secret telemetry proto   leaves: import nothing of
+//!                    the crate
 //! ```
 //!
 //! One check, top to bottom:
@@ -38,7 +39,7 @@ pub mod bootstrap;
 pub mod config;
 /// The gRPC adapter: `envoy.service.auth.v3.Authorization` and `grpc.health.v1`.
 pub mod grpc;
-/// The admin HTTP port: `/metrics`, `/healthz`, `/readyz`.
+/// HTTP: the forward-auth adapter (nginx, Traefik, Envoy's HTTP ext_authz) and the admin port.
 pub mod http;
 /// Who the caller is, once validated.
 pub mod identity;
@@ -50,6 +51,8 @@ pub mod listener;
 pub mod metrics;
 /// Generated protobuf code, fenced in one module.
 pub mod proto;
+/// Which peers may say what the original request was (`listen.trusted_proxies`).
+pub mod proxies;
 /// Whether the service is ready for traffic.
 pub mod readiness;
 /// Secrets that redact themselves.

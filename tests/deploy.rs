@@ -290,8 +290,7 @@ fn the_kustomizations_render_to_manifests_a_cluster_accepts() {
 }
 
 #[test]
-fn the_compose_config_loads_with_its_environment() {
-    let yaml = std::fs::read_to_string(repo_root().join("deploy/compose/portcullis.yaml")).unwrap();
+fn the_compose_and_nginx_configs_load_with_their_environment() {
     let env: Env = [
         ("PORTCULLIS_PROVIDER__CLIENT_ID", "abc".to_owned()),
         ("PORTCULLIS_SESSION__SECRET", session_secret()),
@@ -299,7 +298,30 @@ fn the_compose_config_loads_with_its_environment() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    Config::from_yaml(&yaml, &env, None).unwrap_or_else(|e| panic!("{e}"));
+    for path in [
+        "deploy/compose/portcullis.yaml",
+        "deploy/nginx/portcullis.yaml",
+    ] {
+        let yaml = std::fs::read_to_string(repo_root().join(path)).unwrap();
+        let config = Config::from_yaml(&yaml, &env, None).unwrap_or_else(|e| panic!("{path}: {e}"));
+        if path.starts_with("deploy/nginx") {
+            // nginx.conf's `upstream portcullis` is this port, and nginx's address is trusted.
+            let nginx =
+                std::fs::read_to_string(repo_root().join("deploy/nginx/nginx.conf")).unwrap();
+            let port = config
+                .listen
+                .http_authz
+                .expect("listen.http_authz")
+                .to_string();
+            assert!(nginx.contains(&format!("server {port};")), "{port}");
+            assert!(
+                config
+                    .listen
+                    .trusted_proxies
+                    .contains([127, 0, 0, 1].into())
+            );
+        }
+    }
 }
 
 #[test]

@@ -117,7 +117,12 @@ impl Harness {
         let grpc_addr = grpc.local_addr().unwrap();
         let admin_addr = format!("http://{}", admin.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(portcullis::app::run(config, grpc, admin, async move {
+        let listeners = portcullis::app::Listeners {
+            grpc,
+            admin,
+            http_authz: None,
+        };
+        let served = tokio::spawn(portcullis::app::run(config, listeners, async move {
             let _ = stopped.await;
         }));
         let channel = tonic::transport::Channel::from_shared(format!("http://{grpc_addr}"))

@@ -52,6 +52,11 @@ pub(super) struct ListenFile {
     pub(super) idle_timeout: Duration,
     /// Open connections per port at most; more wait in the kernel's backlog.
     pub(super) max_connections: usize,
+    /// The HTTP forward-auth adapter (nginx `auth_request`, Traefik `forwardAuth`, Envoy's HTTP
+    /// ext_authz); off unless set.
+    pub(super) http_authz: Option<SocketAddr>,
+    /// Peers whose `X-Original-*` / `X-Forwarded-*` headers name the original request.
+    pub(super) trusted_proxies: Vec<String>,
 }
 
 impl Default for ListenFile {
@@ -63,6 +68,8 @@ impl Default for ListenFile {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_connections: 10_000,
+            http_authz: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

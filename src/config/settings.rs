@@ -11,6 +11,7 @@ use crate::authz::pass::PassSettings;
 use crate::authz::{IdentityHeaders, Policy, UpstreamAuthorization};
 use crate::idp::TokenEndpointAuth;
 use crate::listener::Limits;
+use crate::proxies::TrustedProxies;
 use crate::secret::Secret;
 use crate::session::StoreKind;
 use crate::telemetry::LogFormat;
@@ -30,10 +31,13 @@ pub struct Config {
     pub log: Log,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Listen {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
+    /// The HTTP forward-auth adapter's port, when on.
+    pub http_authz: Option<SocketAddr>,
+    pub trusted_proxies: TrustedProxies,
     pub drain_delay: Duration,
     pub limits: Limits,
 }

@@ -398,6 +398,61 @@ fn secret_files_are_read_relative_to_the_config() {
 }
 
 #[test]
+fn the_forward_auth_port_and_its_trusted_proxies_are_checked() {
+    let c = load(&format!(
+        "{}listen: {{http_authz: '127.0.0.1:9002', trusted_proxies: [10.0.0.0/8, '::1']}}",
+        minimal()
+    ))
+    .unwrap();
+    assert_eq!(c.listen.http_authz.unwrap().to_string(), "127.0.0.1:9002");
+    assert!(
+        c.listen
+            .trusted_proxies
+            .contains("10.9.8.7".parse().unwrap())
+    );
+    assert!(
+        !c.listen
+            .trusted_proxies
+            .contains("127.0.0.1".parse().unwrap())
+    );
+    assert_eq!(
+        load(&minimal()).unwrap().listen.http_authz,
+        None,
+        "off by default"
+    );
+    let p = problems(&format!(
+        "{}listen: {{admin: '0.0.0.0:9090', http_authz: '0.0.0.0:9090', trusted_proxies: [10.0.0.0/99, nginx]}}",
+        minimal()
+    ));
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(
+        p[0].starts_with("listen.http_authz: must use a port of its own"),
+        "{p:?}"
+    );
+    assert!(
+        p[1].starts_with("listen.trusted_proxies: \"10.0.0.0/99\""),
+        "{p:?}"
+    );
+    assert!(
+        p[2].starts_with("listen.trusted_proxies: \"nginx\""),
+        "{p:?}"
+    );
+    let env = load_env(
+        &minimal(),
+        &[(
+            "PORTCULLIS_LISTEN__TRUSTED_PROXIES",
+            "[10.0.0.0/8, 192.168.0.1]",
+        )],
+    )
+    .unwrap();
+    assert!(
+        env.listen
+            .trusted_proxies
+            .contains("192.168.0.1".parse().unwrap())
+    );
+}
+
+#[test]
 fn durations_and_addresses_are_checked() {
     let p = problems(&format!("{}listen: {{grpc: 'not-an-addr'}}", minimal()));
     assert!(p[0].starts_with("listen.grpc"), "{p:?}");

@@ -21,6 +21,7 @@ use crate::authz::policy::{
 use crate::authz::{Action, IdentityHeaders, Policy};
 use crate::idp::same_issuer;
 use crate::listener::Limits;
+use crate::proxies::TrustedProxies;
 use crate::secret::Secret;
 use crate::session::StoreKind;
 
@@ -76,10 +77,25 @@ pub(super) fn validate(
     if file.listen.grpc == file.listen.admin {
         problems.push("listen: grpc and admin must use different ports".into());
     }
+    if let Some(http) = l.http_authz
+        && (http == l.grpc || http == l.admin)
+    {
+        problems
+            .push("listen.http_authz: must use a port of its own, not grpc's or admin's".into());
+    }
+    let trusted_proxies = TrustedProxies::parse(&l.trusted_proxies).unwrap_or_else(|bad| {
+        problems.extend(
+            bad.into_iter()
+                .map(|p| format!("listen.trusted_proxies: {p}")),
+        );
+        TrustedProxies::default()
+    });
     Some(Config {
         listen: Listen {
             grpc: file.listen.grpc,
             admin: file.listen.admin,
+            http_authz: file.listen.http_authz,
+            trusted_proxies,
             drain_delay: file.listen.drain_delay,
             limits: Limits {
                 handshake: file.listen.handshake_timeout,

@@ -1,3 +1,5 @@
-//! HTTP endpoints: the admin port today; an HTTP ext_authz / forward-auth adapter later.
+//! HTTP endpoints: the forward-auth adapter (nginx, Traefik, Envoy's HTTP ext_authz) and the admin
+//! port.
 
 pub mod admin;
+pub mod forward;

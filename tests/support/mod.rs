@@ -2,7 +2,7 @@
 //! one file per party. Each is a child process with its own temp dir and its output in files there
 //! (proc.rs): the test OpenID provider ([`Op`], tests/op), Envoy ([`Envoy`], from the venv that
 //! `scripts/setup` makes), the portcullis binary ([`Portcullis`]), Redis ([`Redis`]), Chromium
-//! ([`Browser`]) and the real Amundsen ([`Amundsen`]), plus an in-process [`EchoUpstream`] that
+//! ([`Browser`]), nginx ([`Nginx`], deploy/nginx) and the real Amundsen ([`Amundsen`]), plus an in-process [`EchoUpstream`] that
 //! records what reached it. Every child is killed on drop; when the test fails (panics) its stdout
 //! and stderr are printed. Set `PORTCULLIS_TEST_LOGS=1` to print them always.
 // Every test binary compiles the whole harness and uses a different part of it.
@@ -11,6 +11,7 @@
 mod amundsen;
 mod browser;
 mod envoy;
+mod nginx;
 mod op;
 mod portcullis;
 mod proc;
@@ -20,8 +21,8 @@ mod upstream;
 // A test names `support::Envoy`, whichever file holds it; each test binary uses only some.
 #[allow(unused_imports)]
 pub use {
-    ::portcullis::testing::mint, amundsen::*, browser::*, envoy::*, op::*, portcullis::*, proc::*,
-    redis::*, upstream::*,
+    ::portcullis::testing::mint, amundsen::*, browser::*, envoy::*, nginx::*, op::*, portcullis::*,
+    proc::*, redis::*, upstream::*,
 };
 
 use std::net::TcpListener as StdListener;
