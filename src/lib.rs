@@ -12,8 +12,8 @@
 //! session            browser sessions: cookies, sealing, stores
 //! token              JWKS caches, bearer and ID token validation
 //! idp                the provider over HTTP: client, discovery, token endpoint
-//! identity listener metrics proxies readiness secret telemetry proto   leaves: import nothing of
-//!                    the crate
+//! audit identity listener metrics proxies readiness secret telemetry proto   leaves: import
+//!                    nothing of the crate
 //! ```
 //!
 //! One check, top to bottom:
@@ -31,6 +31,8 @@
 
 /// The running service: wiring, listeners, background tasks, shutdown.
 pub mod app;
+/// Audit events: one structured line per security event, on the `audit` log target.
+pub mod audit;
 /// The pure authorization core: request, policy, credential, login flow, decision.
 pub mod authz;
 /// `portcullis envoy-config`: the Envoy bootstrap of the native fast path.

@@ -33,6 +33,7 @@ fn exported() -> BTreeSet<String> {
         let d = Decision::Redirect(Redirect {
             route: RouteName::new("app"),
             reason,
+            identity: None,
             location: "/".into(),
             set_cookies: Vec::new(),
         });

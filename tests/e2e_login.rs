@@ -535,6 +535,14 @@ async fn a_refused_refresh_token_ends_the_session() {
         metric(&s, "portcullis_refreshes_total{result=\"ended\"}").await,
         1
     );
+    let log = s.portcullis.proc.stderr();
+    assert!(
+        log.lines().any(|l| l.contains(" audit ")
+            && l.contains("refresh_refused")
+            && l.contains("judy@example.com")
+            && l.contains("session_ended")),
+        "one audit line: {log}"
+    );
     let page = b.goto(&s.url("/again"));
     assert!(
         page["url"].as_str().unwrap().starts_with(&s.op.issuer),

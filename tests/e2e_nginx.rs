@@ -11,6 +11,7 @@ use support::*;
 
 struct Stack {
     op: Op,
+    secret: String,
     portcullis: Portcullis,
     nginx: Nginx,
     upstream: EchoUpstream,
@@ -30,6 +31,7 @@ impl Stack {
         })
         .await;
         // session.secure stays true (the default): Chromium keeps __Host- cookies on http://127.0.0.1.
+        let secret = session_secret();
         let portcullis = Portcullis::start(&format!(
             "listen: {{http_authz: '127.0.0.1:{http_authz}', trusted_proxies: [127.0.0.1]}}\n\
              provider:\n  issuer: '{issuer}'\n  client_id: {CLIENT_ID}\n  client_secret: {CLIENT_SECRET}\n\
@@ -40,14 +42,15 @@ impl Stack {
              - {{name: health, path_prefix: /healthcheck, action: public}}\n\
              - {{name: admin, path_prefix: /admin, action: deny}}\n\
              - {{name: api, path_prefix: /api/, action: api}}\n\
-             - {{name: app, path_prefix: /, action: login}}\n",
+             - {{name: app, path_prefix: /, action: login}}\n\
+             log: {{format: json}}\n",
             issuer = op.issuer,
-            secret = session_secret(),
         ))
         .await;
         let nginx = Nginx::start(site_port, http_authz, upstream.port).await;
         Self {
             op,
+            secret,
             portcullis,
             nginx,
             upstream,
@@ -56,6 +59,17 @@ impl Stack {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.nginx.url)
+    }
+
+    /// portcullis's audit events so far (JSON lines on the `audit` target).
+    fn audit_events(&self) -> Vec<Value> {
+        self.portcullis
+            .proc
+            .stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["target"] == "audit")
+            .collect()
     }
 
     fn port(&self) -> u16 {
@@ -94,8 +108,14 @@ async fn a_browser_signs_in_through_nginx_and_the_upstream_sees_only_portcullis_
         at_idp["url"].as_str().unwrap().starts_with(&s.op.issuer),
         "nginx's 401 became the login redirect: {at_idp}"
     );
+    b.navigations();
     let back = b.login("alice", &s.nginx.url);
     assert_eq!(back["url"], s.url(deep), "back on the deep link");
+    let callback = b
+        .navigations()
+        .into_iter()
+        .find(|u| u.contains("/authorization-code/callback?"))
+        .expect("the browser came back through the callback");
     assert!(
         back["text"].as_str().unwrap().contains("upstream ok"),
         "{back}"
@@ -126,7 +146,11 @@ async fn a_browser_signs_in_through_nginx_and_the_upstream_sees_only_portcullis_
         "alice has no groups"
     );
 
+    let denied = b.fetch(&s.url("/admin/users"));
+    assert_eq!(denied["status"], 403, "{denied}");
+
     // Logout goes to the provider and clears the session; the next page asks for a login again.
+    let session = session_cookie_value(&mut b).expect("signed in");
     b.goto(&s.url("/logout"));
     assert_eq!(session_cookie_value(&mut b), None, "session cookie cleared");
     b.run(json!({"op": "click", "selector": "button[autofocus], button[type=submit]", "until": s.op.issuer}));
@@ -135,6 +159,42 @@ async fn a_browser_signs_in_through_nginx_and_the_upstream_sees_only_portcullis_
         again["url"].as_str().unwrap().starts_with(&s.op.issuer),
         "{again}"
     );
+
+    // Each security event is one audit line, with the user where known.
+    let events = s.audit_events();
+    let said = |event: &str, field: &str, value: &str| {
+        events
+            .iter()
+            .any(|e| e["event"] == event && e[field] == value)
+    };
+    assert!(
+        said("login_succeeded", "user", "alice@example.com"),
+        "{events:?}"
+    );
+    assert!(said("request_denied", "route", "admin"), "{events:?}");
+    assert!(
+        said("request_denied", "reason", "route_denied"),
+        "{events:?}"
+    );
+    assert!(said("logout", "user", "alice@example.com"), "{events:?}");
+    // No log line, audit or other, carries a token, a cookie, the code or a secret.
+    let code = url::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("a code in the callback");
+    let access_token = auth[0].trim_start_matches("Bearer ").to_owned();
+    let logs = s.portcullis.proc.stderr();
+    for (what, secret) in [
+        ("the session secret", s.secret.as_str()),
+        ("the client secret", CLIENT_SECRET),
+        ("the session cookie", &session[..40]),
+        ("the access token", &access_token[access_token.len() - 40..]),
+        ("the authorization code", &code),
+    ] {
+        assert!(!logs.contains(secret), "{what} is in portcullis's log");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

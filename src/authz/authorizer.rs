@@ -11,7 +11,7 @@ use super::credentials::{self, Credential};
 use super::decision::{Allow, AllowReason, Decision, Deny, DenyReason};
 use super::login::LoginFlow;
 use super::path;
-use super::policy::{self, Action, Policy, Route, RouteMode, RouteName};
+use super::policy::{self, Action, Policy, Route, RouteMode, RouteName, Unmet};
 use super::request::AuthzRequest;
 use crate::identity::Principal;
 use crate::session::cookie::Stripped;
@@ -138,13 +138,19 @@ impl Authorizer {
                 // Let through as an anonymous request: no identity headers (the client's copies
                 // removed as ever), none of the answer's cookies; what would have been is counted.
                 let (would, reason) = d.kind_and_reason();
-                self.allow(
+                let mut allowed = self.allow(
                     &self.upstream_cookies(req),
                     route,
                     AllowReason::Shadow { would, reason },
                     None,
                     Vec::new(),
-                )
+                );
+                // Who would have been refused, for the audit event only: the upstream and
+                // Envoy's metadata hear of no one (the adapters read a shadow's `would` instead).
+                if let (Decision::Allow(a), Decision::Deny(denied)) = (&mut allowed, d) {
+                    a.identity = denied.identity;
+                }
+                allowed
             }
             (RouteMode::Enforce | RouteMode::Shadow, d) => d,
         }
@@ -173,7 +179,7 @@ impl Authorizer {
                     },
                 };
                 if let Err(unmet) = route.require.check(&principal) {
-                    return self.deny(&route.name, DenyReason::Requirement(unmet));
+                    return self.unmet(&route.name, unmet, principal);
                 }
                 self.allow(
                     &self.upstream_cookies(req),
@@ -203,7 +209,7 @@ impl Authorizer {
         let miss = match loaded {
             Ok((mut s, refreshed)) => {
                 if let Err(unmet) = route.require.check(&s.principal) {
-                    return self.deny(&route.name, DenyReason::Requirement(unmet));
+                    return self.unmet(&route.name, unmet, Arc::new(s.principal));
                 }
                 let token = match self.upstream_authorization {
                     UpstreamAuthorization::None => None,
@@ -270,6 +276,7 @@ impl Authorizer {
         Decision::Deny(Deny {
             route: route.name.clone(),
             reason: DenyReason::MissingCredential,
+            identity: None,
             login_url: (route.action == Action::Login).then(|| path::safe_return_to(&req.path)),
             set_cookies: clear,
         })
@@ -284,6 +291,18 @@ impl Authorizer {
         Decision::Deny(Deny {
             route: route.clone(),
             reason,
+            identity: None,
+            login_url: None,
+            set_cookies: Vec::new(),
+        })
+    }
+
+    /// A caller who is known but does not meet the route's requirements.
+    fn unmet(&self, route: &RouteName, unmet: Unmet, who: Arc<Principal>) -> Decision {
+        Decision::Deny(Deny {
+            route: route.clone(),
+            reason: DenyReason::Requirement(unmet),
+            identity: Some(who),
             login_url: None,
             set_cookies: Vec::new(),
         })

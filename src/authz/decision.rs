@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::path::PathRejection;
 use super::policy::{RouteName, Unmet};
+use crate::audit::{self, Event};
 use crate::identity::Principal;
 use crate::metrics::{LoginStage, Metrics};
 use crate::token::TokenRejection;
@@ -40,29 +41,54 @@ impl Decision {
         }
     }
 
-    /// Counts the check (route, kind, reason, duration) and the login funnel read off it, and
-    /// writes the check's debug line.
+    /// Counts the check (route, kind, reason, duration) and the login funnel read off it, writes
+    /// the audit event it is (if any) and the check's debug line.
     pub fn record(&self, metrics: &Metrics, elapsed: Duration) {
         let (kind, reason) = self.kind_and_reason();
-        metrics.check(self.route().label(), kind.as_str(), reason, elapsed);
-        if let Self::Allow(Allow {
-            reason: AllowReason::Shadow { would, reason },
-            ..
-        }) = self
-        {
-            metrics.shadowed(self.route().label(), would.as_str(), reason);
-        }
+        let label = self.route().label();
+        let route: &str = &label;
+        metrics.check(label.clone(), kind.as_str(), reason, elapsed);
         let stage = match self {
             Self::Redirect(r) => match r.reason {
                 RedirectReason::Login => Some(LoginStage::started),
-                RedirectReason::LoginComplete => Some(LoginStage::completed),
+                RedirectReason::LoginComplete => {
+                    if let Some(user) = user_of(&r.identity) {
+                        audit::emit(&Event::LoginSucceeded { user, route });
+                    }
+                    Some(LoginStage::completed)
+                }
                 RedirectReason::Logout => {
                     metrics.logout();
+                    audit::emit(&Event::Logout {
+                        user: user_of(&r.identity),
+                    });
                     None
                 }
             },
-            Self::Page(_) => Some(LoginStage::failed),
-            Self::Allow(_) | Self::Deny(_) => None,
+            Self::Page(_) => {
+                audit::emit(&Event::LoginFailed { route, reason });
+                Some(LoginStage::failed)
+            }
+            Self::Deny(d) => {
+                audit::emit(&Event::RequestDenied {
+                    route,
+                    reason,
+                    user: user_of(&d.identity),
+                });
+                None
+            }
+            Self::Allow(a) => {
+                if let AllowReason::Shadow { would, reason } = a.reason {
+                    metrics.shadowed(label.clone(), would.as_str(), reason);
+                    audit::emit(&Event::RequestShadowed {
+                        route,
+                        would: would.as_str(),
+                        reason,
+                        user: user_of(&a.identity),
+                    });
+                }
+                None
+            }
         };
         if let Some(stage) = stage {
             metrics.login(stage, reason);
@@ -75,6 +101,11 @@ impl Decision {
             "check"
         );
     }
+}
+
+/// The audit event's user: who the decision was about, when known.
+fn user_of(who: &Option<Arc<Principal>>) -> Option<&str> {
+    who.as_deref().map(|p| p.user.as_str())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +129,8 @@ impl DecisionKind {
 pub struct Redirect {
     pub route: RouteName,
     pub reason: RedirectReason,
+    /// Whose login completed, or whose session a logout ended (the audit event's user).
+    pub identity: Option<Arc<Principal>>,
     pub location: String,
     pub set_cookies: Vec<String>,
 }
@@ -176,7 +209,9 @@ pub struct Allow {
     pub set_headers: Vec<(Arc<str>, String)>,
     /// Headers removed before the upstream sees the request (client-sent identity headers).
     pub remove_headers: Vec<Arc<str>>,
-    /// Who the caller is, for Envoy's dynamic metadata (access logs, RBAC).
+    /// Who the caller is, for Envoy's dynamic metadata (access logs, RBAC) and the audit event.
+    /// A shadow allow's is who would have been refused, for the audit event only: the upstream
+    /// and Envoy hear of no one.
     pub identity: Option<Arc<Principal>>,
     /// `Set-Cookie` values for the browser, added to the upstream's response (a renewed session).
     pub set_cookies: Vec<String>,
@@ -219,6 +254,8 @@ impl AllowReason {
 pub struct Deny {
     pub route: RouteName,
     pub reason: DenyReason,
+    /// Who was refused, when known (a requirement not met): the audit event's user.
+    pub identity: Option<Arc<Principal>>,
     /// Where a browser would start its login, named in the 401 body for scripts (login routes).
     pub login_url: Option<String>,
     pub set_cookies: Vec<String>,

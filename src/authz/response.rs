@@ -223,6 +223,7 @@ mod tests {
         Deny {
             route: RouteName::new("r"),
             reason,
+            identity: None,
             login_url: None,
             set_cookies: Vec::new(),
         }

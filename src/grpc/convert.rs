@@ -189,6 +189,7 @@ mod tests {
         Decision::Deny(Deny {
             route: RouteName::new("api"),
             reason: DenyReason::MissingCredential,
+            identity: None,
             login_url: None,
             set_cookies: Vec::new(),
         })
@@ -211,6 +212,19 @@ mod tests {
         // Everything else in the answer is the same.
         assert_eq!(with.http_response, without.http_response);
         assert_eq!(with.status, without.status);
+    }
+
+    #[test]
+    fn a_shadow_allow_gives_envoy_what_it_would_have_done_and_no_one() {
+        let Decision::Allow(mut shadow) = allow() else {
+            unreachable!()
+        };
+        shadow.reason = AllowReason::Shadow {
+            would: crate::authz::decision::DecisionKind::Deny,
+            reason: "group_required",
+        };
+        let answer = check_response(Decision::Allow(shadow), EnvoyMetadata::Identity);
+        assert_eq!(metadata_keys(&answer), ["shadow"]);
     }
 
     #[test]

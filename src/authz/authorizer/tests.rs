@@ -251,7 +251,12 @@ async fn a_shadow_route_lets_through_what_it_would_deny_anonymously_and_says_why
         assert_eq!(a.route.to_string(), route);
         assert_eq!(a.reason, AllowReason::Shadow { would, reason }, "{route}");
         assert!(a.set_headers.is_empty(), "no identity: {:?}", a.set_headers);
-        assert!(a.identity.is_none());
+        // Who would have been refused, known only for an unmet requirement: for the audit event
+        // (the adapters give Envoy the shadow's `would`, never this identity).
+        assert_eq!(
+            a.identity.as_ref().map(|p| p.user.as_str()),
+            (reason == "group_required").then_some("alice@example.com")
+        );
         assert!(removed(&a).contains(&"x-auth-request-user".to_owned()));
         assert!(a.set_cookies.is_empty());
         assert_eq!(a.reason.shadowed().unwrap(), format!("deny:{reason}"));
@@ -271,4 +276,106 @@ async fn a_shadow_route_allows_what_it_would_allow_exactly_as_enforced() {
     let mut bad = request("/x", None);
     bad.authority = "a b".into();
     assert!(matches!(shadowing().check(&bad).await, Decision::Deny(_)));
+}
+
+#[tokio::test]
+async fn recorded_decisions_are_audit_events_that_name_the_user_and_never_the_token() {
+    let log = crate::testing::AuditLog::capture();
+    let metrics = crate::metrics::Metrics::new();
+    let mut finance = claims();
+    finance["groups"] = json!(["finance"]);
+    let token = rs(&finance);
+    let z = authorizer();
+    for (path, token) in [
+        ("/ops/x", Some(token.as_str())),
+        ("/admin", None),
+        ("/ops/x", Some("not.a.token")),
+        ("/healthcheck", None),
+    ] {
+        z.check(&request(path, token))
+            .await
+            .record(&metrics, std::time::Duration::ZERO);
+    }
+    // Shadowed: let through, the would-be refusal and its user recorded.
+    shadowing()
+        .check(&request("/ops/x", Some(&token)))
+        .await
+        .record(&metrics, std::time::Duration::ZERO);
+    let events = log.events();
+    let summary: Vec<(&str, &str, &str, Option<&str>)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap(),
+                e["route"].as_str().unwrap(),
+                e["reason"].as_str().unwrap(),
+                e["user"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "request_denied",
+                "ops",
+                "group_required",
+                Some("alice@example.com")
+            ),
+            ("request_denied", "admin", "route_denied", None),
+            ("request_denied", "ops", "token_malformed", None),
+            (
+                "request_shadowed",
+                "ops",
+                "group_required",
+                Some("alice@example.com")
+            ),
+        ],
+        "an allowed request is no audit event: {events:?}"
+    );
+    assert_eq!(events[3]["would"], "deny");
+    assert!(events.iter().all(|e| e["target"] == "audit"));
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(
+        !text.contains(&token[..20]) && !text.contains("not.a.token"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_callback_and_a_logout_without_a_session_are_audit_events_too() {
+    use crate::authz::decision::{Page, PageReason, Redirect, RedirectReason};
+    let log = crate::testing::AuditLog::capture();
+    let metrics = crate::metrics::Metrics::new();
+    let route = RouteName::new("login");
+    Decision::Page(Page {
+        route: route.clone(),
+        reason: PageReason::ReplayedState,
+        retry: "/".into(),
+        set_cookies: Vec::new(),
+    })
+    .record(&metrics, std::time::Duration::ZERO);
+    Decision::Redirect(Redirect {
+        route: route.clone(),
+        reason: RedirectReason::Logout,
+        identity: None,
+        location: "/".into(),
+        set_cookies: Vec::new(),
+    })
+    .record(&metrics, std::time::Duration::ZERO);
+    // Sent to log in: no event (every first visit is one).
+    Decision::Redirect(Redirect {
+        route,
+        reason: RedirectReason::Login,
+        identity: None,
+        location: "/".into(),
+        set_cookies: Vec::new(),
+    })
+    .record(&metrics, std::time::Duration::ZERO);
+    let events = log.events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["event"], "login_failed");
+    assert_eq!(events[0]["reason"], "callback_replayed_state");
+    assert_eq!(events[1]["event"], "logout");
+    assert!(events[1].get("user").is_none(), "{events:?}");
 }

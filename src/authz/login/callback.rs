@@ -1,6 +1,8 @@
 //! The callback: the IdP sent the browser back. Everything is checked before the code is
 //! exchanged (one exchange per state), the ID token is validated, and the session starts.
 
+use std::sync::Arc;
+
 use super::{LOGIN_TTL, LoginFlow, Transaction, access_expiry, is_issued_token, random_token};
 use crate::authz::decision::{Decision, PageReason, Redirect, RedirectReason};
 use crate::authz::request::AuthzRequest;
@@ -157,6 +159,7 @@ impl LoginFlow {
         Decision::Redirect(Redirect {
             route: self.route.clone(),
             reason: RedirectReason::LoginComplete,
+            identity: Some(Arc::new(session.principal)),
             location: tx.return_to,
             set_cookies,
         })

@@ -1,6 +1,8 @@
 //! Logout: the session ends here (and in a server-side store), every cookie of ours is cleared,
 //! and the browser goes to the IdP's end-session endpoint, never anywhere the query names.
 
+use std::sync::Arc;
+
 use url::Url;
 
 use super::LoginFlow;
@@ -13,11 +15,10 @@ impl LoginFlow {
     /// Ends the session here and at the IdP. The query is ignored: logout never goes off-site.
     pub async fn logout(&self, req: &AuthzRequest) -> Decision {
         let jar = req.cookies();
-        let id_token = self
-            .sessions
-            .end(&jar, now_secs())
-            .await
-            .map(|s| s.id_token);
+        let (id_token, identity) = match self.sessions.end(&jar, now_secs()).await {
+            Some(s) => (Some(s.id_token), Some(Arc::new(s.principal))),
+            None => (None, None),
+        };
         let present = jar.names();
         let set_cookies = self.sessions.cookies().clear_all(&present);
         let back = self.post_logout_url(req);
@@ -58,6 +59,7 @@ impl LoginFlow {
         Decision::Redirect(Redirect {
             route: self.route.clone(),
             reason: RedirectReason::Logout,
+            identity,
             // Without a provider to send it to, the browser stays on this site.
             location: location.or(back).unwrap_or_else(|| "/".to_owned()),
             set_cookies,

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use super::{LoginFlow, Refreshed, access_expiry};
+use crate::audit::{self, Event, RefreshOutcome};
 use crate::idp::{Grant, TokenError};
 use crate::metrics::RefreshResult;
 use crate::session::{RefreshTurn, Session, SessionMiss};
@@ -123,12 +124,22 @@ impl LoginFlow {
                 s.seen_at = now;
                 (Refreshed::Tokens(Box::new(s)), RefreshResult::ok)
             }
-            Err(TokenError::InvalidGrant) => (Refreshed::Ended, RefreshResult::ended),
+            Err(TokenError::InvalidGrant) => {
+                audit::emit(&Event::RefreshRefused {
+                    user: &s.principal.user,
+                    outcome: RefreshOutcome::SessionEnded,
+                });
+                (Refreshed::Ended, RefreshResult::ended)
+            }
             Err(why) => {
                 tracing::warn!(
                     reason = why.as_str(),
                     "refreshing an access token failed; keeping the session while it lasts"
                 );
+                audit::emit(&Event::RefreshRefused {
+                    user: &s.principal.user,
+                    outcome: RefreshOutcome::KeptUntilExpiry,
+                });
                 (Refreshed::Failed, RefreshResult::failed)
             }
         };

@@ -80,6 +80,7 @@ impl LoginFlow {
         Decision::Redirect(Redirect {
             route: route.clone(),
             reason: RedirectReason::Login,
+            identity: None,
             location: location.into(),
             set_cookies: cookie,
         })
