@@ -159,7 +159,7 @@ fn decision(c: &mut Criterion) {
         )
     };
     let session = session_request();
-    let authorizer = core.authorizer.clone();
+    let authorizer = core.authorizer.load_full();
     let _context = rt.enter();
     for (what, req) in [("bearer", &bearer), ("session", &session)] {
         let d = futures::executor::block_on(authorizer.check(req));

@@ -29,6 +29,11 @@ pub enum Event<'a> {
         reason: &'a str,
         user: Option<&'a str>,
     },
+    /// A config reload (SIGHUP, a changed file), and how many problems refused it.
+    ConfigReloaded {
+        outcome: ReloadOutcome,
+        problems: usize,
+    },
     /// A shadow route let through a request it would have denied or redirected.
     RequestShadowed {
         route: &'a str,
@@ -36,6 +41,23 @@ pub enum Event<'a> {
         reason: &'a str,
         user: Option<&'a str>,
     },
+}
+
+/// Whether a reloaded config was swapped in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Applied,
+    /// A problem in it: the running config stays.
+    Refused,
+}
+
+impl ReloadOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Refused => "refused",
+        }
+    }
 }
 
 /// What a refused refresh means for the session.
@@ -65,6 +87,7 @@ impl Event<'_> {
             Self::RefreshRefused { .. } => "refresh_refused",
             Self::RequestDenied { .. } => "request_denied",
             Self::RequestShadowed { .. } => "request_shadowed",
+            Self::ConfigReloaded { .. } => "config_reloaded",
         }
     }
 }
@@ -102,6 +125,15 @@ pub fn emit(event: &Event<'_>) {
                 route,
                 reason,
                 user = user.map(clean).as_deref(),
+                "audit"
+            );
+        }
+        Event::ConfigReloaded { outcome, problems } => {
+            tracing::info!(
+                target: TARGET,
+                event = name,
+                outcome = outcome.as_str(),
+                problems,
                 "audit"
             );
         }

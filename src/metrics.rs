@@ -37,6 +37,8 @@ struct DurationLabels {
 #[allow(non_camel_case_types)]
 pub enum FetchTrigger {
     startup,
+    /// A reloaded config named an issuer not seen before.
+    reload,
     refresh,
     unknown_kid,
 }
@@ -107,6 +109,19 @@ pub enum RefreshResult {
     from_replica,
 }
 
+/// How a config reload went: swapped in, or refused (the running config stays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReloadResult {
+    ok,
+    error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReloadLabels {
+    result: ReloadResult,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RefreshLabels {
     result: RefreshResult,
@@ -142,6 +157,7 @@ pub struct Metrics {
     logouts: Counter,
     sessions: Gauge,
     redis: Family<RedisLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -239,6 +255,12 @@ impl Metrics {
             env!("CARGO_PKG_VERSION"),
         )]);
         registry.register("build", "portcullis build information", build);
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP, a changed file) by result",
+            reloads.clone(),
+        );
         Self {
             registry,
             checks,
@@ -253,6 +275,7 @@ impl Metrics {
             logouts,
             sessions,
             redis,
+            reloads,
         }
     }
 
@@ -263,6 +286,10 @@ impl Metrics {
 
     pub fn redis(&self, result: RedisResult) {
         self.redis.get_or_create(&RedisLabels { result }).inc();
+    }
+
+    pub fn config_reload(&self, result: ReloadResult) {
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
     pub fn refresh(&self, result: RefreshResult) {

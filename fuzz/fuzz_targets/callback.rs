@@ -28,7 +28,7 @@ fuzz_target!(|input: &str| {
     if let Some(cookie) = login {
         req.headers.insert("cookie".into(), cookie);
     }
-    let decision = block_on(core().authorizer.check(&req));
+    let decision = block_on(core().authorizer.load().check(&req));
     assert!(
         !matches!(decision, Decision::Allow(_)),
         "{input:?}: {decision:?}"

@@ -97,6 +97,11 @@ impl Authorizer {
         self
     }
 
+    /// The browser login flow, when on.
+    pub fn login(&self) -> Option<&LoginFlow> {
+        self.login.as_ref()
+    }
+
     pub async fn check(&self, req: &AuthzRequest) -> Decision {
         if req.method.is_empty() || req.path.is_empty() {
             return self.deny(&self.unmatched, DenyReason::InvalidRequest);

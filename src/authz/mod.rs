@@ -25,6 +25,9 @@ pub mod request;
 pub mod response;
 
 pub use authorizer::{Authorizer, IdentityHeaders, ROUTE_EXTENSION, UpstreamAuthorization};
+
+/// The authorizer an adapter asks: read once per request (`load`), swapped whole on a reload.
+pub type LiveAuthorizer = std::sync::Arc<arc_swap::ArcSwap<Authorizer>>;
 pub use decision::{Allow, AllowReason, Decision, Deny, DenyReason};
 pub use policy::{Action, Policy, Route, RouteMode, RouteName};
 pub use request::AuthzRequest;

@@ -48,7 +48,10 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_yaml(&text, env, path.parent())
+        let mut config = Self::from_yaml(&text, env, path.parent())?;
+        config.files.insert(0, path.to_owned());
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// `base` resolves relative `*_file` paths (the config file's folder).

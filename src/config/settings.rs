@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -29,6 +30,11 @@ pub struct Config {
     /// The fast path's pass; `None` when `pass.enabled` is false.
     pub pass: Option<PassSettings>,
     pub log: Log,
+    /// The config file, when it was read from one (`Config::load`): what a reload reads again.
+    pub source: Option<PathBuf>,
+    /// The files this config was read from (the config file, then the secret files it names):
+    /// what a reload watches.
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

@@ -34,6 +34,12 @@ pub(super) fn validate(
         problems.push("provider: missing (issuer and client_id are required)".into());
         return None;
     };
+    // The files besides the config that a reload must watch.
+    let files = [&p.client_secret_file, &file.session.secret_file]
+        .into_iter()
+        .flatten()
+        .map(|f| resolve(base, f))
+        .collect();
     let provider = validate_provider(p, base, problems);
     let bearer = validate_bearer(file.bearer, &provider, problems);
     let login = validate_login(file.login, problems);
@@ -112,6 +118,8 @@ pub(super) fn validate(
         upstream_authorization: file.upstream.authorization,
         pass,
         log,
+        source: None,
+        files,
     })
 }
 

@@ -8,23 +8,19 @@ use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
-use crate::authz::{Authorizer, DenyReason};
+use crate::authz::{DenyReason, LiveAuthorizer};
 use crate::config::EnvoyMetadata;
 use crate::metrics::Metrics;
 use crate::proto::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
 
 pub struct AuthorizationService {
-    authorizer: Arc<Authorizer>,
+    authorizer: LiveAuthorizer,
     metrics: Arc<Metrics>,
     metadata: EnvoyMetadata,
 }
 
 impl AuthorizationService {
-    pub fn new(
-        authorizer: Arc<Authorizer>,
-        metrics: Arc<Metrics>,
-        metadata: EnvoyMetadata,
-    ) -> Self {
+    pub fn new(authorizer: LiveAuthorizer, metrics: Arc<Metrics>, metadata: EnvoyMetadata) -> Self {
         Self {
             authorizer,
             metrics,
@@ -44,9 +40,11 @@ impl Authorization for AuthorizationService {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
+        // One authorizer for the whole check, whatever a reload does meanwhile.
+        let authorizer = self.authorizer.load_full();
         let decision = match convert::authz_request(request.into_inner()) {
-            Some(req) => self.authorizer.check(&req).await,
-            None => self.authorizer.refuse(DenyReason::InvalidRequest),
+            Some(req) => authorizer.check(&req).await,
+            None => authorizer.refuse(DenyReason::InvalidRequest),
         };
         decision.record(&self.metrics, started.elapsed());
         Ok(Response::new(convert::check_response(

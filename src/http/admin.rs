@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -16,11 +17,16 @@ use crate::readiness::Readiness;
 struct AdminState {
     metrics: Arc<Metrics>,
     readiness: Readiness,
-    pass_jwks: Option<Arc<str>>,
+    pass_jwks: Arc<ArcSwapOption<String>>,
 }
 
-/// `pass_jwks`: the keys of the fast path's pass (`pass.enabled`), for Envoy's `jwt_authn`.
-pub fn router(metrics: Arc<Metrics>, readiness: Readiness, pass_jwks: Option<Arc<str>>) -> Router {
+/// `pass_jwks`: the keys of the fast path's pass (`pass.enabled`), for Envoy's `jwt_authn`; a
+/// reload that rotates `session.secret` changes them.
+pub fn router(
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+    pass_jwks: Arc<ArcSwapOption<String>>,
+) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -34,7 +40,7 @@ pub fn router(metrics: Arc<Metrics>, readiness: Readiness, pass_jwks: Option<Arc
 }
 
 async fn jwks(State(s): State<AdminState>) -> axum::response::Response {
-    match s.pass_jwks {
+    match s.pass_jwks.load_full() {
         Some(jwks) => (
             [
                 (header::CONTENT_TYPE, "application/json"),

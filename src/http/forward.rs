@@ -33,7 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 
 use crate::authz::path::safe_return_to;
-use crate::authz::{AuthzRequest, Decision, DenyReason, DenyResponse};
+use crate::authz::{AuthzRequest, Decision, DenyReason, DenyResponse, LiveAuthorizer};
 use crate::listener::GuardedListener;
 use crate::metrics::Metrics;
 use crate::proxies::TrustedProxies;
@@ -61,7 +61,7 @@ impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
 
 #[derive(Clone)]
 struct ForwardState {
-    authorizer: Arc<crate::authz::Authorizer>,
+    authorizer: LiveAuthorizer,
     metrics: Arc<Metrics>,
     trusted: Arc<TrustedProxies>,
 }
@@ -78,7 +78,7 @@ enum Asker {
 }
 
 pub fn router(
-    authorizer: Arc<crate::authz::Authorizer>,
+    authorizer: LiveAuthorizer,
     metrics: Arc<Metrics>,
     trusted: TrustedProxies,
 ) -> Router {
@@ -109,10 +109,12 @@ async fn handle(
             Some(direct_original(&method, &uri, &headers, trusted)),
         ),
     };
+    // One authorizer for the whole check, whatever a reload does meanwhile.
+    let authorizer = s.authorizer.load_full();
     let (decision, req) = match original {
         Some(original) => {
             let req = authz_request(original, &headers);
-            (s.authorizer.check(&req).await, req)
+            (authorizer.check(&req).await, req)
         }
         None => {
             tracing::debug!(
@@ -121,7 +123,7 @@ async fn handle(
                 "forward-auth request without a usable original request (the peer must be in \
                  listen.trusted_proxies and send the original's method, host and URI)"
             );
-            let refused = s.authorizer.refuse(DenyReason::InvalidRequest);
+            let refused = authorizer.refuse(DenyReason::InvalidRequest);
             (refused, AuthzRequest::default())
         }
     };
@@ -149,7 +151,7 @@ async fn start(
         .unwrap_or_default();
     original.path = return_path(&rd, &original.authority);
     let req = authz_request(original, headers);
-    let decision = s.authorizer.check(&req).await;
+    let decision = s.authorizer.load_full().check(&req).await;
     decision.record(&s.metrics, started.elapsed());
     match decision {
         Decision::Allow(allow) => {

@@ -29,7 +29,8 @@ pub enum StoreKind {
     Redis,
 }
 
-/// The configured store.
+/// The configured store. A clone is the same store (a reload keeps it).
+#[derive(Clone)]
 pub enum Backend {
     Cookie,
     Memory(MemoryStore),
@@ -70,7 +71,9 @@ impl moka::Expiry<String, Entry> for EntryTtl {
 }
 
 /// Sessions in this process (bounded, with each session's own expiry). Lost on restart and not
-/// shared between replicas: for a single instance that must revoke on logout.
+/// shared between replicas: for a single instance that must revoke on logout. A clone is the same
+/// store.
+#[derive(Clone)]
 pub struct MemoryStore {
     sessions: moka::future::Cache<String, Entry>,
     /// `portcullis_sessions`.

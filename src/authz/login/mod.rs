@@ -115,6 +115,14 @@ impl LoginFlow {
     }
 
     /// Gives signed-in browsers a pass for the native fast path.
+    /// This flow, guarding with `previous`'s memory of spent login states and refreshes in
+    /// flight: a reload must not let a replayed callback through, nor refresh a token twice.
+    pub fn sharing_guards_with(mut self, previous: &LoginFlow) -> Self {
+        self.used_states = previous.used_states.clone();
+        self.flights = previous.flights.clone();
+        self
+    }
+
     pub fn with_pass(mut self, pass: PassIssuer) -> Self {
         self.pass = Some(pass);
         self

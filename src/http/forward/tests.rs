@@ -41,7 +41,11 @@ async fn serve(trusted: &[&str]) -> String {
     );
     let trusted =
         TrustedProxies::parse(&trusted.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    let app = router(Arc::new(authorizer), Arc::new(Metrics::new()), trusted);
+    let app = router(
+        Arc::new(arc_swap::ArcSwap::from_pointee(authorizer)),
+        Arc::new(Metrics::new()),
+        trusted,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {

@@ -1,0 +1,327 @@
+//! The core built from a config, and built again from the next one on a reload: what a config
+//! decides (routes, issuers, headers, session secrets, login settings) is made anew, what outlives
+//! a config (the IdP client, every issuer's key cache, the session store, Redis, the login flow's
+//! replay and refresh guards) is kept.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use crate::authz::Authorizer;
+use crate::authz::login::{LoginFlow, LoginSettings};
+use crate::authz::pass::PassIssuer;
+use crate::config::Config;
+use crate::idp::{IdpClient, TokenEndpoint};
+use crate::metrics::Metrics;
+use crate::session::store::MemoryStore;
+use crate::session::{Backend, Codec, Cookies, RedisStore, SessionStore, StoreKind};
+use crate::token::pass::PassKeys;
+use crate::token::{IdentityClaims, Issuer, JwksCache, TimeRules, TokenCache, Verifier};
+
+/// Validated tokens kept at most; ~1 KiB each with their claims.
+const TOKEN_CACHE_ENTRIES: u64 = 10_000;
+/// A cached token is re-verified at least this often, so a withdrawn key stops working.
+const TOKEN_CACHE_MAX_TTL: Duration = Duration::from_secs(300);
+/// Sessions the memory store keeps at most.
+const MEMORY_SESSIONS: u64 = 100_000;
+/// Every Redis command is bounded by this; a slower Redis is an unavailable one.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The running core: the adapters read `authorizer` once per request, so a reload swaps it whole.
+pub struct Core {
+    pub authorizer: Arc<ArcSwap<Authorizer>>,
+    /// Every issuer's key cache of the first config, the provider's first (readiness waits on them).
+    pub caches: Vec<Arc<JwksCache>>,
+    pub metrics: Arc<Metrics>,
+    /// The pass's JWKS (`pass.enabled`), published on the admin port.
+    pub pass_jwks: Arc<ArcSwapOption<String>>,
+    kept: Kept,
+}
+
+/// What a reload keeps.
+struct Kept {
+    client: IdpClient,
+    /// Key caches by source (`discover <issuer>`, `fixed <jwks_uri>`), every one made so far.
+    caches: Mutex<Vec<(String, Arc<JwksCache>)>>,
+    backend: Backend,
+    redis: Option<RedisStore>,
+}
+
+/// A core made from one config: its authorizer, its pass JWKS, and the key caches it needed
+/// that did not exist before (to be loaded and kept fresh).
+struct Assembled {
+    authorizer: Authorizer,
+    pass_jwks: Option<String>,
+    new_caches: Vec<Arc<JwksCache>>,
+}
+
+impl Core {
+    /// Builds everything; connects to Redis when it is the session store.
+    pub async fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let (backend, redis) = session_backend(config, &metrics).await?;
+        let kept = Kept {
+            client: IdpClient::new(metrics.clone()),
+            caches: Mutex::new(Vec::new()),
+            backend,
+            redis,
+        };
+        for warning in config_warnings(config) {
+            tracing::warn!("{warning}");
+        }
+        let first = kept.assemble(config, &metrics, None);
+        Ok(Self {
+            authorizer: Arc::new(ArcSwap::from_pointee(first.authorizer)),
+            caches: first.new_caches,
+            pass_jwks: Arc::new(ArcSwapOption::from_pointee(first.pass_jwks)),
+            metrics,
+            kept,
+        })
+    }
+
+    /// Makes the core `config` describes, not yet in use, and the key caches it needs that are
+    /// new (to be loaded before [`Core::commit`], and kept fresh). The session store stays the
+    /// running one; the login flow keeps its replay and refresh guards.
+    pub fn prepare(&self, config: &Config) -> (Vec<Arc<JwksCache>>, Prepared) {
+        let old = self.authorizer.load_full();
+        let next = self.kept.assemble(config, &self.metrics, old.login());
+        (
+            next.new_caches,
+            Prepared {
+                authorizer: next.authorizer,
+                pass_jwks: next.pass_jwks,
+            },
+        )
+    }
+
+    /// Swaps `next` in: requests from now on see it whole, requests in flight finish with the
+    /// one they started with.
+    pub fn commit(&self, next: Prepared) {
+        self.pass_jwks.store(next.pass_jwks.map(Arc::new));
+        self.authorizer.store(Arc::new(next.authorizer));
+    }
+}
+
+/// A core made from a reloaded config, waiting for its new keys.
+pub struct Prepared {
+    authorizer: Authorizer,
+    pass_jwks: Option<String>,
+}
+
+impl Kept {
+    fn assemble(
+        &self,
+        config: &Config,
+        metrics: &Arc<Metrics>,
+        previous: Option<&LoginFlow>,
+    ) -> Assembled {
+        let mut new_caches = Vec::new();
+        let provider_keys = self.cache(
+            discovered(&config.provider.issuer),
+            config,
+            &mut new_caches,
+            |client, min| {
+                JwksCache::discover(&config.provider.issuer, client, metrics.clone(), min)
+            },
+        );
+        let mut issuers = Vec::new();
+        for b in &config.bearer {
+            let cache = match &b.jwks_uri {
+                Some(uri) => self.cache(
+                    format!("fixed {uri}"),
+                    config,
+                    &mut new_caches,
+                    |client, min| JwksCache::fixed(uri.clone(), client, metrics.clone(), min),
+                ),
+                // The provider's own cache when it is the same issuer (however spelled).
+                None => self.cache(
+                    discovered(&b.issuer),
+                    config,
+                    &mut new_caches,
+                    |client, min| JwksCache::discover(&b.issuer, client, metrics.clone(), min),
+                ),
+            };
+            issuers.push(Issuer::new(&b.issuer, &b.audiences, cache));
+        }
+        // A new verifier, a new token cache: a token validated under the old issuers and
+        // audiences is validated again under the new ones.
+        let verifier = Arc::new(Verifier::new(
+            issuers,
+            IdentityClaims {
+                user_id_claim: config.provider.user_id_claim.clone(),
+                groups_claim: config.provider.groups_claim.clone(),
+            },
+            time_rules(config),
+            TokenCache::new(TOKEN_CACHE_ENTRIES, TOKEN_CACHE_MAX_TTL),
+            metrics.clone(),
+        ));
+        let mut authorizer = Authorizer::new(
+            config.policy.clone(),
+            verifier,
+            config.identity_headers.clone(),
+        );
+        let mut pass_jwks = None;
+        if !config.session.keys.is_empty() {
+            let mut login = login_flow(
+                config,
+                provider_keys,
+                self.client.clone(),
+                metrics.clone(),
+                self.sessions(config),
+            );
+            if let Some(previous) = previous {
+                login = login.sharing_guards_with(previous);
+            }
+            if let Some(settings) = &config.pass {
+                let keys = PassKeys::derive(&config.session.keys);
+                pass_jwks = Some(keys.jwks());
+                login = login.with_pass(PassIssuer::new(settings.clone(), keys));
+            }
+            authorizer = authorizer.with_login(login, config.upstream_authorization);
+        }
+        Assembled {
+            authorizer,
+            pass_jwks,
+            new_caches,
+        }
+    }
+
+    /// The key cache for `key`, made by `make` the first time it is asked for.
+    fn cache(
+        &self,
+        key: String,
+        config: &Config,
+        new: &mut Vec<Arc<JwksCache>>,
+        make: impl FnOnce(IdpClient, Duration) -> JwksCache,
+    ) -> Arc<JwksCache> {
+        let mut caches = self
+            .caches
+            .lock()
+            .expect("never poisoned: no panics while held");
+        if let Some((_, c)) = caches.iter().find(|(k, _)| *k == key) {
+            return c.clone();
+        }
+        let cache = Arc::new(make(
+            self.client.clone(),
+            config.provider.jwks_min_refetch_interval,
+        ));
+        caches.push((key, cache.clone()));
+        new.push(cache.clone());
+        cache
+    }
+
+    /// The configured sessions over the store that was connected at startup.
+    fn sessions(&self, config: &Config) -> SessionStore {
+        let sessions = SessionStore::new(
+            Codec::new(&config.session.keys),
+            Cookies::new(&config.session.cookie_name, config.session.secure),
+            config.session.absolute_timeout,
+            config.session.idle_timeout,
+            self.backend.clone(),
+        );
+        match &self.redis {
+            Some(redis) => sessions.shared_with(redis.clone()),
+            None => sessions,
+        }
+    }
+}
+
+/// The cache key of an issuer's discovered keys: one per issuer, with or without its trailing `/`
+/// (as [`crate::idp::same_issuer`] compares them).
+fn discovered(issuer: &str) -> String {
+    format!("discover {}", issuer.trim_end_matches('/'))
+}
+
+pub(super) fn time_rules(config: &Config) -> TimeRules {
+    TimeRules {
+        leeway: config.provider.leeway.as_secs(),
+        max_lifetime: config.provider.max_token_lifetime.as_secs(),
+    }
+}
+
+/// The session store's backend. Redis, when configured, is connected now so that a wrong URL
+/// fails at startup; it holds the sessions of the `redis` store, and with any store it is what
+/// replicas share (one code exchange per login, one refresh per access token).
+async fn session_backend(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Backend, Option<RedisStore>)> {
+    let redis = match &config.session.redis_url {
+        Some(url) => Some(
+            RedisStore::connect(url.expose(), REDIS_TIMEOUT, metrics.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("session.redis.url: cannot connect: {e}"))?,
+        ),
+        None => None,
+    };
+    let backend = match (config.session.store, &redis) {
+        (StoreKind::Cookie, _) => Backend::Cookie,
+        (StoreKind::Memory, _) => {
+            Backend::Memory(MemoryStore::new(MEMORY_SESSIONS, metrics.sessions_gauge()))
+        }
+        (StoreKind::Redis, Some(redis)) => Backend::Redis(redis.clone()),
+        (StoreKind::Redis, None) => anyhow::bail!("session.redis.url: missing"),
+    };
+    Ok((backend, redis))
+}
+
+fn login_flow(
+    config: &Config,
+    keys: Arc<JwksCache>,
+    client: IdpClient,
+    metrics: Arc<Metrics>,
+    sessions: SessionStore,
+) -> LoginFlow {
+    let p = &config.provider;
+    let l = &config.login;
+    let token_endpoint = TokenEndpoint::new(
+        client,
+        p.client_id.clone(),
+        p.client_secret.clone(),
+        p.token_endpoint_auth_method,
+    );
+    LoginFlow::new(
+        LoginSettings {
+            scopes: p.scopes.clone(),
+            audience: p.audience.clone(),
+            extra_auth_params: p
+                .extra_auth_params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            redirect_uri: l.redirect_uri.clone(),
+            callback_path: l.callback_path.clone(),
+            logout_path: l.logout_path.clone(),
+            post_logout_redirect: l.post_logout_redirect.clone(),
+            allowed_redirect_hosts: l.allowed_redirect_hosts.clone(),
+            user_id_claim: p.user_id_claim.clone(),
+            groups_claim: p.groups_claim.clone(),
+            time_rules: time_rules(config),
+            refresh_before: config.session.refresh_before,
+        },
+        keys,
+        token_endpoint,
+        sessions,
+        metrics,
+    )
+}
+
+/// What is allowed but worth knowing, said by `check-config` (and logged by `serve`).
+pub fn config_warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.session.keys.is_empty() {
+        out.push(
+            "no session.secret: browser login is off, login routes answer 401 like api routes"
+                .to_owned(),
+        );
+    } else if config.session.store == StoreKind::Cookie {
+        out.push(format!(
+            "session.store cookie keeps each session in the browser, at most {} KB sealed: a user \
+             whose tokens carry hundreds of groups ({}) cannot sign in there and is told so; \
+             session.store redis or memory keeps any size",
+            Cookies::MAX_VALUE / 1000,
+            config.provider.groups_claim
+        ));
+    }
+    out
+}
