@@ -29,6 +29,13 @@ pub enum Event<'a> {
         reason: &'a str,
         user: Option<&'a str>,
     },
+    /// The provider ended a sign-in (back-channel logout): its sessions end at their next request.
+    SessionsRevoked {
+        user: Option<&'a str>,
+        scope: RevokedScope,
+    },
+    /// A logout token that changed nothing (forged, replayed, for another client, ...).
+    LogoutTokenRefused { reason: &'a str },
     /// A config reload (SIGHUP, a changed file), and how many problems refused it.
     ConfigReloaded {
         outcome: ReloadOutcome,
@@ -41,6 +48,24 @@ pub enum Event<'a> {
         reason: &'a str,
         user: Option<&'a str>,
     },
+}
+
+/// What a back-channel logout ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokedScope {
+    /// Every session of one sign-in at the provider (`sid`).
+    ProviderSession,
+    /// Every session of the user begun before (`sub` alone).
+    User,
+}
+
+impl RevokedScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProviderSession => "provider_session",
+            Self::User => "user",
+        }
+    }
 }
 
 /// Whether a reloaded config was swapped in.
@@ -88,6 +113,8 @@ impl Event<'_> {
             Self::RequestDenied { .. } => "request_denied",
             Self::RequestShadowed { .. } => "request_shadowed",
             Self::ConfigReloaded { .. } => "config_reloaded",
+            Self::SessionsRevoked { .. } => "sessions_revoked",
+            Self::LogoutTokenRefused { .. } => "logout_token_refused",
         }
     }
 }
@@ -127,6 +154,18 @@ pub fn emit(event: &Event<'_>) {
                 user = user.map(clean).as_deref(),
                 "audit"
             );
+        }
+        Event::SessionsRevoked { user, scope } => {
+            tracing::info!(
+                target: TARGET,
+                event = name,
+                user = user.map(clean).as_deref(),
+                scope = scope.as_str(),
+                "audit"
+            );
+        }
+        Event::LogoutTokenRefused { reason } => {
+            tracing::info!(target: TARGET, event = name, reason, "audit");
         }
         Event::ConfigReloaded { outcome, problems } => {
             tracing::info!(

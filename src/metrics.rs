@@ -123,6 +123,11 @@ struct ReloadLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackchannelLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RefreshLabels {
     result: RefreshResult,
 }
@@ -158,6 +163,7 @@ pub struct Metrics {
     sessions: Gauge,
     redis: Family<RedisLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    backchannel: Family<BackchannelLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -261,6 +267,12 @@ impl Metrics {
             "Config reloads (SIGHUP, a changed file) by result",
             reloads.clone(),
         );
+        let backchannel = Family::<BackchannelLabels, Counter>::default();
+        registry.register(
+            "backchannel_logouts",
+            "Back-channel logout tokens from the provider: ok, or why they changed nothing",
+            backchannel.clone(),
+        );
         Self {
             registry,
             checks,
@@ -276,6 +288,7 @@ impl Metrics {
             sessions,
             redis,
             reloads,
+            backchannel,
         }
     }
 
@@ -286,6 +299,13 @@ impl Metrics {
 
     pub fn redis(&self, result: RedisResult) {
         self.redis.get_or_create(&RedisLabels { result }).inc();
+    }
+
+    /// A back-channel logout token: `ok`, or the bounded reason it was refused.
+    pub fn backchannel_logout(&self, result: &'static str) {
+        self.backchannel
+            .get_or_create(&BackchannelLabels { result })
+            .inc();
     }
 
     pub fn config_reload(&self, result: ReloadResult) {

@@ -27,6 +27,7 @@ impl Stack {
             access_token_ttl: ttl,
             redirect_uris: vec![format!("{site}/authorization-code/callback")],
             post_logout_uris: vec![format!("{site}/")],
+            backchannel_logout_uri: Some(format!("{site}/backchannel-logout")),
             ..OpOptions::auth0()
         })
         .await;
@@ -37,6 +38,7 @@ impl Stack {
              provider:\n  issuer: '{issuer}'\n  client_id: {CLIENT_ID}\n  client_secret: {CLIENT_SECRET}\n\
              \x20 audience: '{AUDIENCE}'\n  extra_auth_params: {{prompt: consent}}\n\
              bearer: [{{issuer: '{issuer}', audiences: ['{AUDIENCE}']}}]\n\
+             login: {{backchannel_logout_path: /backchannel-logout}}\n\
              session: {{secret: '{secret}'}}\n\
              routes:\n\
              - {{name: health, path_prefix: /healthcheck, action: public}}\n\
@@ -314,5 +316,147 @@ async fn a_refreshed_session_reaches_the_browser_through_nginx() {
     assert_eq!(
         s.seen("/later").all("x-auth-request-email"),
         ["frank@example.com"]
+    );
+}
+
+/// Signs `user` in from `path` through nginx.
+fn sign_in(s: &Stack, b: &mut Browser, path: &str, user: &str) {
+    let at_idp = b.goto(&s.url(path));
+    assert!(
+        at_idp["url"].as_str().unwrap().starts_with(&s.op.issuer),
+        "{at_idp}"
+    );
+    let back = b.login(user, &s.nginx.url);
+    assert_eq!(back["url"], s.url(path), "{back}");
+}
+
+/// Whether the browser, going to `path`, is still signed in (not sent to the provider).
+fn signed_in(s: &Stack, b: &mut Browser, path: &str) -> bool {
+    let page = b.goto(&s.url(path));
+    page["url"] == s.url(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx, Chromium and the OpenID provider: run scripts/test"]
+async fn signing_out_at_the_provider_ends_the_session_through_back_channel_logout() {
+    let s = Stack::start(None).await;
+    let mut b = Browser::start();
+    sign_in(&s, &mut b, "/reports", "dora");
+    // The user signs out at the provider itself (another app's logout would do the same): it
+    // POSTs a logout token to portcullis, server to server.
+    b.goto(&format!("{}v2/logout", s.op.issuer));
+    b.run(json!({"op": "click", "selector": "button[autofocus], button[type=submit]", "until": s.op.issuer}));
+    let mut ended = false;
+    for _ in 0..20 {
+        if !signed_in(&s, &mut b, "/reports") {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ended,
+        "the next request goes to log in again: {}",
+        s.nginx.access_log()
+    );
+    let m = s.portcullis.metrics().await;
+    assert!(
+        m.contains("portcullis_backchannel_logouts_total{result=\"ok\"} 1"),
+        "{m}"
+    );
+    let events = s.audit_events();
+    assert!(
+        events.iter().any(|e| e["event"] == "sessions_revoked"
+            && e["user"] == "dora"
+            && e["scope"] == "provider_session"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx, Chromium and the OpenID provider: run scripts/test"]
+async fn a_forged_replayed_or_misaddressed_logout_token_changes_nothing() {
+    let s = Stack::start(None).await;
+    let mut b = Browser::start();
+    sign_in(&s, &mut b, "/desk", "erin");
+    // Logout tokens as the provider signs them (its key is fixture rs256-a), naming erin only.
+    let claims = |patch: Value| {
+        let mut c = json!({
+            "iss": s.op.issuer, "aud": CLIENT_ID, "iat": now(), "exp": now() + 120,
+            "jti": format!("jti-{}", rand::random::<u64>()), "sub": "erin",
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+        });
+        for (k, v) in patch.as_object().unwrap() {
+            match v {
+                Value::Null => c.as_object_mut().unwrap().remove(k),
+                v => c.as_object_mut().unwrap().insert(k.clone(), v.clone()),
+            };
+        }
+        c
+    };
+    let post = async |token: &str| {
+        let r = http_client()
+            .post(s.url("/backchannel-logout"))
+            .form(&[("logout_token", token)])
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let no_store = r
+            .headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, no_store, r.text().await.unwrap())
+    };
+    for (what, token, reason) in [
+        (
+            "forged",
+            mint("rs256-b", &claims(json!({}))),
+            "token_unknown_key",
+        ),
+        (
+            "another client's",
+            mint("rs256-a", &claims(json!({"aud": "other-app"}))),
+            "token_wrong_audience",
+        ),
+        (
+            "an ID token",
+            mint("rs256-a", &claims(json!({"nonce": "n", "events": null}))),
+            "not_a_logout_token",
+        ),
+        (
+            "without jti",
+            mint("rs256-a", &claims(json!({"jti": null}))),
+            "logout_token_without_jti",
+        ),
+    ] {
+        let (status, no_store, body) = post(&token).await;
+        assert_eq!(status, 400, "{what}: {body}");
+        assert_eq!(no_store.as_deref(), Some("no-store"), "{what}");
+        assert!(body.contains(reason), "{what}: {body}");
+    }
+    assert!(signed_in(&s, &mut b, "/desk"), "nothing changed");
+    // The real thing ends every session of the user; the same token again is a replay.
+    let valid = mint("rs256-a", &claims(json!({})));
+    assert_eq!(post(&valid).await.0, 200);
+    assert!(!signed_in(&s, &mut b, "/desk"), "erin's session ended");
+    let (status, _, body) = post(&valid).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("logout_token_replayed"), "{body}");
+    // Only a form with one token is one.
+    let r = http_client()
+        .post(s.url("/backchannel-logout"))
+        .form(&[
+            ("logout_token", valid.as_str()),
+            ("logout_token", valid.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let m = s.portcullis.metrics().await;
+    assert!(
+        m.contains("portcullis_backchannel_logouts_total{result=\"logout_token_replayed\"} 1"),
+        "{m}"
     );
 }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::idp::{IdpClient, TokenEndpoint};
 use crate::metrics::Metrics;
 use crate::session::store::MemoryStore;
-use crate::session::{Backend, Codec, Cookies, RedisStore, SessionStore, StoreKind};
+use crate::session::{Backend, Codec, Cookies, RedisStore, Revocations, SessionStore, StoreKind};
 use crate::token::pass::PassKeys;
 use crate::token::{IdentityClaims, Issuer, JwksCache, TimeRules, TokenCache, Verifier};
 
@@ -46,6 +46,8 @@ struct Kept {
     caches: Mutex<Vec<(String, Arc<JwksCache>)>>,
     backend: Backend,
     redis: Option<RedisStore>,
+    /// Sessions the provider ended (back-channel logout).
+    revocations: Arc<Revocations>,
 }
 
 /// A core made from one config: its authorizer, its pass JWKS, and the key caches it needed
@@ -64,6 +66,7 @@ impl Core {
             client: IdpClient::new(metrics.clone()),
             caches: Mutex::new(Vec::new()),
             backend,
+            revocations: Revocations::new(config.session.absolute_timeout, redis.clone()),
             redis,
         };
         for warning in config_warnings(config) {
@@ -77,6 +80,11 @@ impl Core {
             metrics,
             kept,
         })
+    }
+
+    /// Sessions the provider ended; shared with other replicas through Redis when configured.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.kept.revocations
     }
 
     /// Makes the core `config` describes, not yet in use, and the key caches it needs that are
@@ -218,7 +226,8 @@ impl Kept {
             config.session.absolute_timeout,
             config.session.idle_timeout,
             self.backend.clone(),
-        );
+        )
+        .with_revocations(self.revocations.clone());
         match &self.redis {
             Some(redis) => sessions.shared_with(redis.clone()),
             None => sessions,
@@ -294,6 +303,7 @@ fn login_flow(
             logout_path: l.logout_path.clone(),
             post_logout_redirect: l.post_logout_redirect.clone(),
             allowed_redirect_hosts: l.allowed_redirect_hosts.clone(),
+            backchannel_logout_path: l.backchannel_logout_path.clone(),
             user_id_claim: p.user_id_claim.clone(),
             groups_claim: p.groups_claim.clone(),
             time_rules: time_rules(config),
@@ -323,5 +333,22 @@ pub fn config_warnings(config: &Config) -> Vec<String> {
             config.provider.groups_claim
         ));
     }
+    if config.login.backchannel_logout_path.is_some() && config.listen.http_authz.is_none() {
+        out.push(
+            "login.backchannel_logout_path is served on listen.http_authz, which is not set: the \
+             provider's logout tokens have nowhere to go"
+                .to_owned(),
+        );
+    }
     out
+}
+
+/// What to register at the provider as `backchannel_logout_uri`, when back-channel logout is on:
+/// on the site of `login.redirect_uri` when it is set.
+pub fn backchannel_logout_uri(config: &Config) -> Option<String> {
+    let path = config.login.backchannel_logout_path.as_deref()?;
+    Some(match &config.login.redirect_uri {
+        Some(uri) => format!("{}{path}", uri.origin().ascii_serialization()),
+        None => format!("https://<your site>{path}"),
+    })
 }

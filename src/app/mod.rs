@@ -14,11 +14,13 @@ use crate::grpc::AuthorizationService;
 use crate::listener::GuardedListener;
 use crate::metrics::{FetchTrigger, Metrics};
 use crate::readiness::{Loaded, Readiness};
+use crate::session::Revocations;
+use crate::session::revoked::SYNC_EVERY;
 
 mod core;
 mod reload;
 
-pub use core::{Core, config_warnings};
+pub use core::{Core, backchannel_logout_uri, config_warnings};
 
 /// How long in-flight work may take after SIGTERM before the process exits anyway.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -94,6 +96,13 @@ pub async fn run(
             config.provider.jwks_refresh_interval,
             stop_rx.clone(),
         );
+    }
+    // Revocations other replicas made (back-channel logout), read twice a second.
+    if core.revocations().is_shared() {
+        tokio::spawn(sync_revocations(
+            core.revocations().clone(),
+            stop_rx.clone(),
+        ));
     }
     // SIGHUP or a changed file reloads the config it was read from.
     if let Some(path) = &config.source {
@@ -182,6 +191,18 @@ pub async fn run(
     Ok(())
 }
 
+async fn sync_revocations(revocations: Arc<Revocations>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SYNC_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = revocations.sync(crate::token::now_secs()).await {
+            tracing::debug!(error = %e, "reading revoked sessions from Redis failed; retrying");
+        }
+    }
+}
+
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
@@ -242,6 +263,9 @@ pub async fn check_providers(config: &Config) -> bool {
     };
     for warning in config_warnings(config) {
         println!("warning: {warning}");
+    }
+    if let Some(uri) = backchannel_logout_uri(config) {
+        println!("register at the provider: backchannel_logout_uri {uri}");
     }
     let mut ok = true;
     for cache in &core.caches {

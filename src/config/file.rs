@@ -145,6 +145,8 @@ pub(super) struct LoginFile {
     pub(super) logout_path: String,
     pub(super) post_logout_redirect: String,
     pub(super) allowed_redirect_hosts: Vec<String>,
+    /// Where the provider POSTs back-channel logout tokens (served on `listen.http_authz`).
+    pub(super) backchannel_logout_path: Option<String>,
 }
 
 impl Default for LoginFile {
@@ -155,6 +157,7 @@ impl Default for LoginFile {
             logout_path: "/logout".into(),
             post_logout_redirect: "/".into(),
             allowed_redirect_hosts: Vec::new(),
+            backchannel_logout_path: None,
         }
     }
 }

@@ -79,6 +79,7 @@ pub struct Login {
     pub logout_path: String,
     pub post_logout_redirect: String,
     pub allowed_redirect_hosts: Vec<String>,
+    pub backchannel_logout_path: Option<String>,
 }
 
 #[derive(Debug)]

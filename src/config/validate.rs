@@ -258,6 +258,19 @@ fn validate_login(l: LoginFile, problems: &mut Vec<String>) -> Login {
     if l.callback_path == l.logout_path {
         problems.push("login: callback_path and logout_path must differ".into());
     }
+    if let Some(path) = &l.backchannel_logout_path {
+        if !is_valid_config_path(path) {
+            problems.push(format!(
+                "login.backchannel_logout_path: {path:?} is not a plain absolute path"
+            ));
+        }
+        if [&l.callback_path, &l.logout_path].contains(&path) {
+            problems.push(
+                "login.backchannel_logout_path: must differ from callback_path and logout_path"
+                    .into(),
+            );
+        }
+    }
     Login {
         callback_path: l.callback_path,
         redirect_uri: l.redirect_uri,
@@ -268,6 +281,7 @@ fn validate_login(l: LoginFile, problems: &mut Vec<String>) -> Login {
             .into_iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
+        backchannel_logout_path: l.backchannel_logout_path,
     }
 }
 

@@ -12,6 +12,7 @@
 //!                       redirect, or straight back to rd when already signed in
 //! anything else         the request itself is the original (Envoy's HTTP ext_authz, a proxy
 //!                       passing the callback and logout paths on): answered in full
+//! POST login.backchannel_logout_path   the provider's logout token (back-channel logout)
 //! ```
 //!
 //! The original request is read from those headers only when the peer is in
@@ -26,22 +27,29 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 
+use crate::authz::login::LoginFlow;
+use crate::authz::login::backchannel::{self, BackchannelRefusal};
 use crate::authz::path::safe_return_to;
 use crate::authz::{AuthzRequest, Decision, DenyReason, DenyResponse, LiveAuthorizer};
 use crate::listener::GuardedListener;
 use crate::metrics::Metrics;
 use crate::proxies::TrustedProxies;
+use crate::token::TokenRejection;
+use crate::token::logout_token::LogoutRejection;
 
 /// nginx keeps only the first of several headers of one name in `$upstream_http_set_cookie`: to
 /// nginx, each cookie of an allow is sent as `x-portcullis-set-cookie-N`, N from 1 (and a lone one
 /// as `set-cookie` too, which is what ingress-nginx copies).
 pub const NUMBERED_SET_COOKIE: &str = "x-portcullis-set-cookie-";
+/// A back-channel logout form: one logout token (a few KB) and little else.
+const MAX_LOGOUT_FORM: usize = 16 * 1024;
 
 /// The peer's address: `into_make_service_with_connect_info::<Peer>()`.
 #[derive(Debug, Clone, Copy)]
@@ -95,8 +103,16 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
+    let authorizer = s.authorizer.load_full();
+    if method == Method::POST
+        && let Some(login) = authorizer.login()
+        && login.backchannel_logout_path() == Some(uri.path())
+    {
+        return backchannel(login, body).await;
+    }
     let trusted = s.trusted.contains(peer.ip());
     let (asker, original) = match uri.path() {
         "/_portcullis/auth" => (Asker::Nginx, nginx_original(&headers, trusted)),
@@ -110,7 +126,6 @@ async fn handle(
         ),
     };
     // One authorizer for the whole check, whatever a reload does meanwhile.
-    let authorizer = s.authorizer.load_full();
     let (decision, req) = match original {
         Some(original) => {
             let req = authz_request(original, &headers);
@@ -129,6 +144,28 @@ async fn handle(
     };
     decision.record(&s.metrics, started.elapsed());
     answer(decision, asker, &req)
+}
+
+/// The provider's back-channel logout (`login.backchannel_logout_path`): a form with one
+/// `logout_token`, from the provider itself (no forwarded headers are read).
+async fn backchannel(login: &LoginFlow, body: Body) -> Response {
+    let outcome = match axum::body::to_bytes(body, MAX_LOGOUT_FORM).await {
+        Ok(form) => {
+            let mut tokens = url::form_urlencoded::parse(&form)
+                .filter(|(k, _)| k == "logout_token")
+                .map(|(_, v)| v.into_owned());
+            match (tokens.next(), tokens.next()) {
+                (Some(token), None) => login.backchannel_logout(&token).await,
+                _ => Err(BackchannelRefusal::Token(LogoutRejection::Token(
+                    TokenRejection::Malformed,
+                ))),
+            }
+        }
+        Err(_) => Err(BackchannelRefusal::Token(LogoutRejection::Token(
+            TokenRejection::TooLarge,
+        ))),
+    };
+    to_response(backchannel::response(outcome))
 }
 
 /// `/_portcullis/start?rd=...`: where ingress-nginx sends a browser its auth-url refused. The login

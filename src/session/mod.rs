@@ -6,6 +6,7 @@ pub mod cookie;
 pub mod error;
 pub mod record;
 pub mod redis;
+pub mod revoked;
 pub mod store;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub use cookie::{Cookies, Jar};
 pub use error::StoreError;
 pub use record::Session;
 pub use redis::RedisStore;
+pub use revoked::{Revocations, Revoked};
 pub use store::{Backend, StoreKind};
 
 use crate::secret::KeyedHash;
@@ -103,6 +105,8 @@ pub struct SessionStore {
     hash: KeyedHash,
     /// Redis when configured (`session.redis`, whatever the store): what replicas agree on.
     shared: Option<RedisStore>,
+    /// Sessions the provider ended (back-channel logout).
+    revocations: Arc<Revocations>,
 }
 
 /// Who refreshes an access token, among the replicas sharing Redis.
@@ -155,7 +159,18 @@ impl SessionStore {
                 .build(),
             hash: KeyedHash::random(),
             shared: None,
+            revocations: Revocations::new(absolute, None),
         }
+    }
+
+    /// Checks every session against `revocations` (which a reload keeps).
+    pub fn with_revocations(mut self, revocations: Arc<Revocations>) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// Shares one-time claims and refreshes with every replica using `redis`.
@@ -204,6 +219,13 @@ impl SessionStore {
         }
         if now >= session.seen_at.saturating_add(self.idle.as_secs()) {
             return Err(SessionMiss::Idle);
+        }
+        if self.revocations.ends(&session) {
+            // Gone from a server-side store too, so that no replica opens it again.
+            if let Err(e) = self.backend.delete(&session.sid).await {
+                tracing::warn!(error = %e, "deleting a revoked session failed");
+            }
+            return Err(SessionMiss::Revoked);
         }
         Ok(session)
     }

@@ -153,6 +153,31 @@ impl RedisStore {
         self.bounded(conn.del::<_, ()>(shared_key(name))).await
     }
 
+    /// `ZADD`: `member` at `score` in the shared sorted set `name`.
+    pub async fn add_scored(&self, name: &str, member: &str, score: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.bounded(conn.zadd::<_, _, _, ()>(shared_key(name), member, score))
+            .await
+    }
+
+    /// The members of the shared sorted set `name` scored `min` or more, with their scores.
+    pub async fn scored_from(
+        &self,
+        name: &str,
+        min: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut conn = self.conn.clone();
+        self.bounded(conn.zrangebyscore_withscores(shared_key(name), min, "+inf"))
+            .await
+    }
+
+    /// Drops the members of the shared sorted set `name` scored below `max`.
+    pub async fn drop_scored_below(&self, name: &str, max: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.bounded(conn.zrembyscore::<_, _, _, ()>(shared_key(name), "-inf", format!("({max}")))
+            .await
+    }
+
     async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn.clone();
         self.bounded(conn.get(key)).await

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod id_token;
 pub mod jwks;
 pub mod keys;
+pub mod logout_token;
 pub mod pass;
 pub mod validate;
 

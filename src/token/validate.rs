@@ -175,6 +175,14 @@ impl Decoded<'_> {
         self.claims
     }
 
+    /// The claims, once the signature holds with `key`; none of them is checked here.
+    pub fn verified_claims(self, key: &VerifyKey) -> Result<Map<String, Value>, TokenRejection> {
+        if !key.verify(self.alg, self.signing_input.as_bytes(), &self.signature) {
+            return Err(TokenRejection::BadSignature);
+        }
+        Ok(self.claims)
+    }
+
     pub fn iss(&self) -> &str {
         self.claims.get("iss").and_then(Value::as_str).unwrap_or("")
     }
@@ -221,7 +229,7 @@ impl<'de> Deserialize<'de> for ClaimSet {
 /// A NumericDate (RFC 7519 2) as access tokens carry them (RFC 9068): a whole, non-negative
 /// number of seconds. Fractions (`1.5`), exponents (`1e300`, which would never expire), strings
 /// and negatives are not dates.
-fn numeric_date(v: &Value) -> Option<u64> {
+pub fn numeric_date(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
         _ => None,

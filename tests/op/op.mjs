@@ -13,6 +13,8 @@
 //   OP_OMIT_EXPIRES_IN=1   token responses say nothing of the access token's lifetime (no expires_in)
 //   OP_ROTATE_REFRESH_TOKENS=1  every refresh gives a new refresh token; using an old one again
 //                          revokes the whole grant (reuse detection, as Auth0's rotation does)
+//   OP_BACKCHANNEL_LOGOUT_URI  the client's back-channel logout URL: when a sign-in ends at the
+//                          provider, it POSTs a logout token there (with `sid`; ID tokens carry it)
 // A request carrying `x-test-hold-callback: 1` that the provider would redirect to the client's
 // redirect URI gets a page with that URL as a link (id=callback) instead: a test replays it as it likes.
 // One confidential client, amundsen / amundsen-secret (client_secret_basic): authorization code with
@@ -63,6 +65,9 @@ const provider = new Provider(issuer, {
     redirect_uris: redirectUris,
     post_logout_redirect_uris: csv(env.OP_POST_LOGOUT_URIS, ['http://127.0.0.1:10000/']),
     id_token_signed_response_alg: signingAlg,
+    ...(env.OP_BACKCHANNEL_LOGOUT_URI
+      ? { backchannel_logout_uri: env.OP_BACKCHANNEL_LOGOUT_URI, backchannel_logout_session_required: true }
+      : {}),
   }],
   jwks: { keys },
   cookies: { keys: ['portcullis-test-op'] },
@@ -85,6 +90,9 @@ const provider = new Provider(issuer, {
     return { email: emailOf(token.accountId), email_verified: true, ...(groups.length ? { groups } : {}) };
   },
   pkce: { required: () => true },
+  // The provider's own requests (back-channel logout) refuse loopback addresses, a guard against
+  // SSRF; here every party is on loopback, so they go out without it.
+  fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
   rotateRefreshToken: Boolean(env.OP_ROTATE_REFRESH_TOKENS),
   extraParams: ['audience'], // Auth0's name for the resource, on the authorization request
   features: {
@@ -93,6 +101,7 @@ const provider = new Provider(issuer, {
     introspection: { enabled: true },
     revocation: { enabled: true },
     rpInitiatedLogout: { enabled: true },
+    backchannelLogout: { enabled: Boolean(env.OP_BACKCHANNEL_LOGOUT_URI) },
     resourceIndicators: {
       enabled: true,
       // `resource` wins; else Auth0's `audience`: a parameter of the authorization request, or
@@ -124,6 +133,8 @@ const provider = new Provider(issuer, {
   },
 });
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
+provider.on('backchannel.error', (ctx, err, client) => console.error('backchannel.error', client.clientId, err, err.cause));
+provider.on('backchannel.success', (ctx, client) => console.log('backchannel.success', client.clientId));
 const escapeHtml = (s) => s.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
 provider.use(async (ctx, next) => {
   await next();

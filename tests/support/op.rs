@@ -34,6 +34,8 @@ pub struct OpOptions {
     pub omit_expires_in: bool,
     /// `OP_ROTATE_REFRESH_TOKENS`: a new refresh token each time, reuse revokes the grant.
     pub rotate_refresh_tokens: bool,
+    /// `OP_BACKCHANNEL_LOGOUT_URI`: where the provider POSTs logout tokens.
+    pub backchannel_logout_uri: Option<String>,
 }
 
 impl Default for OpOptions {
@@ -49,6 +51,7 @@ impl Default for OpOptions {
             client_auth_method: None,
             omit_expires_in: false,
             rotate_refresh_tokens: false,
+            backchannel_logout_uri: None,
         }
     }
 }
@@ -112,6 +115,10 @@ impl Op {
         if let Some(ttl) = opts.access_token_ttl {
             cmd.env("OP_ACCESS_TOKEN_TTL", ttl.to_string());
         }
+        match &opts.backchannel_logout_uri {
+            Some(uri) => cmd.env("OP_BACKCHANNEL_LOGOUT_URI", uri),
+            None => cmd.env_remove("OP_BACKCHANNEL_LOGOUT_URI"),
+        };
         for (var, list) in [
             ("OP_REDIRECT_URIS", &opts.redirect_uris),
             ("OP_POST_LOGOUT_URIS", &opts.post_logout_uris),

@@ -4,6 +4,7 @@
 //! cookie; code exchanged; ID token validated; session created), [`LoginFlow::logout`], and
 //! [`LoginFlow::fresh_session`] (the refresh of a session's access token).
 
+pub mod backchannel;
 mod callback;
 mod logout;
 mod refresh;
@@ -53,6 +54,8 @@ pub struct LoginSettings {
     pub logout_path: String,
     pub post_logout_redirect: String,
     pub allowed_redirect_hosts: Vec<String>,
+    /// Where the provider POSTs back-channel logout tokens; `None`: not taken.
+    pub backchannel_logout_path: Option<String>,
     pub user_id_claim: String,
     pub groups_claim: String,
     pub time_rules: TimeRules,
@@ -78,6 +81,8 @@ pub struct LoginFlow {
     sessions: SessionStore,
     /// States whose callback already ran: a replay is refused even if the browser kept the cookie.
     used_states: moka::sync::Cache<String, ()>,
+    /// Logout tokens' `jti`s seen (back-channel logout), for as long as one could be accepted.
+    used_jtis: moka::sync::Cache<String, ()>,
     /// One refresh per session and access token, shared by every request that arrives meanwhile
     /// (and by the ones still carrying the old cookie shortly after).
     flights: moka::future::Cache<(String, u64), Arc<Refreshed>>,
@@ -109,6 +114,12 @@ impl LoginFlow {
                 .max_capacity(100_000)
                 .time_to_live(LOGIN_TTL)
                 .build(),
+            used_jtis: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(
+                    crate::token::logout_token::MAX_AGE + 2 * 60 + 60,
+                ))
+                .build(),
             route: RouteName::new("login"),
             pass: None,
         }
@@ -119,6 +130,7 @@ impl LoginFlow {
     /// flight: a reload must not let a replayed callback through, nor refresh a token twice.
     pub fn sharing_guards_with(mut self, previous: &LoginFlow) -> Self {
         self.used_states = previous.used_states.clone();
+        self.used_jtis = previous.used_jtis.clone();
         self.flights = previous.flights.clone();
         self
     }
@@ -142,6 +154,10 @@ impl LoginFlow {
 
     pub fn logout_path(&self) -> &str {
         &self.settings.logout_path
+    }
+
+    pub fn backchannel_logout_path(&self) -> Option<&str> {
+        self.settings.backchannel_logout_path.as_deref()
     }
 
     /// This site's origin (`scheme://host[:port]`): the configured `login.redirect_uri`'s when
