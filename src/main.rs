@@ -24,13 +24,19 @@ struct Cli {
 enum Command {
     /// Run the ext_authz gRPC service and the admin port.
     Serve {
+        /// The config file; without one, the environment alone (PORTCULLIS_*, a flaskoidc .env).
         #[arg(long, env = "PORTCULLIS_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Validate the config and reach every issuer's discovery document and keys.
     CheckConfig {
+        /// The config file; without one, the environment alone (PORTCULLIS_*, a flaskoidc .env).
         #[arg(long, env = "PORTCULLIS_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// First print the effective config (the file with the environment over it, secrets
+        /// redacted): what each variable became.
+        #[arg(long)]
+        print: bool,
     },
     /// Print a fresh random secret for session.secret.
     GenSecret,
@@ -64,7 +70,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve { config } => {
-            let Some(config) = load(&config) else {
+            let Some(config) = load(config.as_deref()) else {
                 return ExitCode::from(2);
             };
             portcullis::telemetry::init(config.log.format, &config.log.level);
@@ -85,7 +91,7 @@ fn main() -> ExitCode {
             portcullis_admin,
             envoy_admin,
         } => {
-            let Some(config) = load(&config) else {
+            let Some(config) = load(Some(&config)) else {
                 return ExitCode::from(2);
             };
             let endpoints = Endpoints {
@@ -109,8 +115,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config } => {
-            let Some(config) = load(&config) else {
+        Command::CheckConfig { config, print } => {
+            if print && !print_effective(config.as_deref()) {
+                return ExitCode::from(2);
+            }
+            let Some(config) = load(config.as_deref()) else {
                 return ExitCode::from(2);
             };
             if runtime().block_on(portcullis::app::check_providers(&config)) {
@@ -123,18 +132,57 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &std::path::Path) -> Option<Config> {
-    match Config::load(path, &config::process_env()) {
+/// The config from `path` with the environment over it, or from the environment alone.
+fn load(path: Option<&std::path::Path>) -> Option<Config> {
+    let env = config::process_env();
+    let loaded = match path {
+        Some(path) => Config::load(path, &env),
+        None => Config::from_yaml("", &env, None),
+    };
+    match loaded {
         Ok(c) => Some(c),
         Err(ConfigError::Invalid(problems)) => {
             for p in problems {
                 eprintln!("error: {p}");
+            }
+            if path.is_none() {
+                eprintln!(
+                    "error: (no --config: read from the environment alone; give --config FILE or \
+                     PORTCULLIS_CONFIG, or set PORTCULLIS_PROVIDER__ISSUER and friends or a \
+                     flaskoidc .env's FLASK_OIDC_* names)"
+                );
             }
             None
         }
         Err(e) => {
             eprintln!("error: {e}");
             None
+        }
+    }
+}
+
+/// `check-config --print`: the effective config, secrets redacted. False when it cannot be read.
+fn print_effective(path: Option<&std::path::Path>) -> bool {
+    let text = match path {
+        None => String::new(),
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", path.display());
+                return false;
+            }
+        },
+    };
+    let base = path.and_then(std::path::Path::parent);
+    match Config::effective(&text, &config::process_env(), base) {
+        Ok(yaml) => {
+            println!("# the effective config: the file, then the environment over it");
+            print!("{yaml}");
+            true
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            false
         }
     }
 }

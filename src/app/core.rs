@@ -304,6 +304,8 @@ fn login_flow(
             post_logout_redirect: l.post_logout_redirect.clone(),
             allowed_redirect_hosts: l.allowed_redirect_hosts.clone(),
             backchannel_logout_path: l.backchannel_logout_path.clone(),
+            after_login: l.after_login.clone(),
+            scheme: l.scheme,
             user_id_claim: p.user_id_claim.clone(),
             groups_claim: p.groups_claim.clone(),
             time_rules: time_rules(config),
@@ -318,7 +320,7 @@ fn login_flow(
 
 /// What is allowed but worth knowing, said by `check-config` (and logged by `serve`).
 pub fn config_warnings(config: &Config) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = config.warnings.clone();
     if config.session.keys.is_empty() {
         out.push(
             "no session.secret: browser login is off, login routes answer 401 like api routes"

@@ -1,6 +1,7 @@
 //! The file schema: what users write, with every default. Unknown keys are refused. validate.rs
 //! turns it into the types the service runs with.
 
+use crate::authz::login::Scheme;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,8 @@ impl Default for ListenFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ProviderFile {
+    /// A name for people (flaskoidc's provider name): logs and `check-config`.
+    pub(super) name: Option<String>,
     pub(super) issuer: String,
     pub(super) client_id: String,
     pub(super) client_secret: Option<String>,
@@ -147,6 +150,9 @@ pub(super) struct LoginFile {
     pub(super) allowed_redirect_hosts: Vec<String>,
     /// Where the provider POSTs back-channel logout tokens (served on `listen.http_authz`).
     pub(super) backchannel_logout_path: Option<String>,
+    /// Where every login lands, instead of where it began (flaskoidc's OVERWRITE_REDIRECT_URI).
+    pub(super) after_login: Option<String>,
+    pub(super) scheme: Scheme,
 }
 
 impl Default for LoginFile {
@@ -158,6 +164,8 @@ impl Default for LoginFile {
             post_logout_redirect: "/".into(),
             allowed_redirect_hosts: Vec::new(),
             backchannel_logout_path: None,
+            after_login: None,
+            scheme: Scheme::default(),
         }
     }
 }

@@ -1,20 +1,30 @@
 //! The variable names of a flaskoidc `.env` (Amundsen's OIDC guide), read as config so that
-//! migrating is "source your .env, start portcullis". `PORTCULLIS_*` variables win over these.
+//! migrating is "source your .env, start portcullis". Every name flaskoidc reads is honoured with
+//! its flaskoidc meaning or refused with a line that names it and says what to do instead.
+//! `PORTCULLIS_*` variables win over these.
 
 use std::path::Path;
 
+use aws_lc_rs::hkdf;
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::env::{Env, set, string_list};
 use super::file::resolve;
 
-/// Writes what the flaskoidc variables in `env` say into the YAML tree.
+/// The `SECRET_KEY`s flaskoidc falls back to: public, so never a session secret.
+const FLASKOIDC_DEFAULT_SECRETS: [&str; 2] =
+    ["base-flask-oidc-secret-key", "!-flask-oidc-secret-key"];
+
+/// Writes what the flaskoidc variables in `env` say into the YAML tree; what is allowed but worth
+/// knowing goes to `warnings`.
 pub(super) fn overlay(
     root: &mut Value,
     env: &Env,
     base: Option<&Path>,
     problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
 ) {
     let get = |k: &str| env.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
     if let Some(path) = get("OIDC_CLIENT_SECRETS") {
@@ -32,21 +42,80 @@ pub(super) fn overlay(
         }
     }
     for (var, path) in [
+        ("FLASK_OIDC_PROVIDER_NAME", ["provider", "name"]),
         ("FLASK_OIDC_CLIENT_ID", ["provider", "client_id"]),
         ("FLASK_OIDC_CLIENT_SECRET", ["provider", "client_secret"]),
         ("FLASK_OIDC_USER_ID_FIELD", ["provider", "user_id_claim"]),
         ("OIDC_CALLBACK_ROUTE", ["login", "callback_path"]),
         ("OVERWRITE_REDIRECT_URI", ["login", "redirect_uri"]),
+        (
+            "FLASK_OIDC_OVERWRITE_REDIRECT_URI",
+            ["login", "after_login"],
+        ),
     ] {
         if let Some(v) = get(var) {
             set(root, &path, Value::String(v.into()));
+        }
+    }
+    if let Some(v) = get("FLASK_OIDC_REDIRECT_URI") {
+        // flaskoidc's callback: a path (its default /auth), or a whole URL.
+        match v.split_once("://") {
+            Some((_, rest)) => {
+                set(root, &["login", "redirect_uri"], Value::String(v.into()));
+                let path = rest.find('/').map_or("/", |i| &rest[i..]);
+                set(
+                    root,
+                    &["login", "callback_path"],
+                    Value::String(path.into()),
+                );
+            }
+            None => set(root, &["login", "callback_path"], Value::String(v.into())),
+        }
+    }
+    if let Some(v) = get("FLASK_OIDC_FORCE_SCHEMA") {
+        match v.to_ascii_lowercase().as_str() {
+            s @ ("http" | "https") => set(root, &["login", "scheme"], Value::String(s.into())),
+            _ => problems.push(format!(
+                "FLASK_OIDC_FORCE_SCHEMA: {v:?} is neither http nor https"
+            )),
         }
     }
     if let Some(v) = get("FLASK_OIDC_SCOPES") {
         set(root, &["provider", "scopes"], string_list(v));
     }
     if let Some(v) = get("FLASK_OIDC_SECRET_KEY") {
-        set(root, &["session", "secret"], Value::String(v.into()));
+        match session_secret(v) {
+            Ok((secret, warning)) => {
+                set(root, &["session", "secret"], Value::String(secret));
+                warnings.extend(warning);
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if let Some(v) = get("FLASK_OIDC_LOG_LEVEL") {
+        let level = match v.to_ascii_uppercase().as_str() {
+            "DEBUG" => Some("debug"),
+            "INFO" => Some("info"),
+            "WARNING" | "WARN" => Some("warn"),
+            "ERROR" | "CRITICAL" | "FATAL" => Some("error"),
+            _ => None,
+        };
+        match level {
+            Some(l) => set(root, &["log", "level"], Value::String(l.into())),
+            None => problems.push(format!(
+                "FLASK_OIDC_LOG_LEVEL: {v:?} is not DEBUG, INFO, WARNING, ERROR or CRITICAL"
+            )),
+        }
+    }
+    if get("FLASK_OIDC_LOG_DATE_FORMAT").is_some() {
+        problems.push(
+            "FLASK_OIDC_LOG_DATE_FORMAT: portcullis writes RFC 3339 times in every line (and \
+             JSON with log.format json); unset it"
+                .into(),
+        );
+    }
+    if let Some(path) = get("FLASK_OIDC_PROVIDER_ADDITIONAL_PARAMETERS_FILE_PATH") {
+        overlay_additional_parameters(root, &resolve(base, Path::new(path)), problems);
     }
     if let Some(v) = get("FLASK_OIDC_WHITELISTED_ENDPOINTS") {
         // flaskoidc names Flask endpoints; Amundsen's (status, healthcheck, health) are served at
@@ -69,6 +138,65 @@ pub(super) fn overlay(
         };
         routes.extend(existing);
         set(root, &["routes"], Value::Sequence(routes));
+    }
+}
+
+/// A Flask `SECRET_KEY` as a session secret: base64 of 32 bytes or more is taken as it is; any
+/// other string is stretched (HKDF-SHA256) into 32 bytes, with a warning when it is short.
+fn session_secret(key: &str) -> Result<(String, Option<String>), String> {
+    if FLASKOIDC_DEFAULT_SECRETS.contains(&key) {
+        return Err(
+            "FLASK_OIDC_SECRET_KEY: this is flaskoidc's published default; set a secret of your \
+             own (portcullis gen-secret prints one)"
+                .into(),
+        );
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if b64.decode(key).is_ok_and(|raw| raw.len() >= 32) {
+        return Ok((key.to_owned(), None));
+    }
+    let mut stretched = [0u8; 32];
+    hkdf::Salt::new(hkdf::HKDF_SHA256, b"portcullis flaskoidc secret key")
+        .extract(key.as_bytes())
+        .expand(&[b"session.secret"], hkdf::HKDF_SHA256)
+        .and_then(|okm| okm.fill(&mut stretched))
+        .map_err(|_| "FLASK_OIDC_SECRET_KEY: cannot be stretched".to_owned())?;
+    let warning = (key.len() < 32).then(|| {
+        format!(
+            "FLASK_OIDC_SECRET_KEY is {} characters: stretched into a session key, but a short \
+             secret is a guessable one; use 32 random bytes (portcullis gen-secret)",
+            key.len()
+        )
+    });
+    Ok((b64.encode(stretched), warning))
+}
+
+/// flaskoidc's extra parameters for the provider (a JSON object): the authorization request's.
+fn overlay_additional_parameters(root: &mut Value, path: &Path, problems: &mut Vec<String>) {
+    let var = "FLASK_OIDC_PROVIDER_ADDITIONAL_PARAMETERS_FILE_PATH";
+    let parsed = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&t)
+                .map_err(|e| e.to_string())
+        });
+    match parsed {
+        Err(e) => problems.push(format!("{var}: {}: {e}", path.display())),
+        Ok(params) => {
+            for (k, v) in params {
+                match v {
+                    serde_json::Value::String(v) => set(
+                        root,
+                        &["provider", "extra_auth_params", &k],
+                        Value::String(v),
+                    ),
+                    _ => problems.push(format!(
+                        "{var}: {}: {k:?} is not a string; portcullis sends strings only",
+                        path.display()
+                    )),
+                }
+            }
+        }
     }
 }
 

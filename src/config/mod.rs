@@ -56,20 +56,9 @@ impl Config {
 
     /// `base` resolves relative `*_file` paths (the config file's folder).
     pub fn from_yaml(text: &str, env: &Env, base: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut value: Value = if text.trim().is_empty() {
-            Value::Mapping(Mapping::new())
-        } else {
-            serde_yaml_ng::from_str(text)
-                .map_err(|e| ConfigError::Invalid(vec![format!("config: {e}")]))?
-        };
-        if !value.is_mapping() {
-            return Err(ConfigError::Invalid(vec![
-                "config: the top level must be a mapping".into(),
-            ]));
-        }
         let mut problems = Vec::new();
-        flaskoidc::overlay(&mut value, env, base, &mut problems);
-        env::overlay(&mut value, env, &mut problems);
+        let mut warnings = Vec::new();
+        let value = merged(text, env, base, &mut problems, &mut warnings)?;
         // Schema problems (unknown keys, wrong types) come all at once; the semantic checks run on
         // a schema read without any, where each problem found is one of the user's.
         let file = read_schema(value, &mut problems);
@@ -78,10 +67,67 @@ impl Config {
         };
         let config = validate::validate(file, base, &mut problems);
         match config {
-            Some(c) if problems.is_empty() => Ok(c),
+            Some(mut c) if problems.is_empty() => {
+                c.warnings = warnings;
+                Ok(c)
+            }
             _ => Err(ConfigError::Invalid(problems)),
         }
     }
+
+    /// The file (or nothing) with the environment over it, as YAML, secrets redacted: what each
+    /// variable became (`check-config --print`). Not validated.
+    pub fn effective(text: &str, env: &Env, base: Option<&Path>) -> Result<String, ConfigError> {
+        let (mut problems, mut warnings) = (Vec::new(), Vec::new());
+        let mut value = merged(text, env, base, &mut problems, &mut warnings)?;
+        for path in [
+            &["provider", "client_secret"][..],
+            &["session", "secret"],
+            &["session", "redis", "url"],
+        ] {
+            redact(&mut value, path);
+        }
+        Ok(serde_yaml_ng::to_string(&value).expect("a YAML tree always serializes"))
+    }
+}
+
+/// The YAML text with the flaskoidc names and then `PORTCULLIS_*` over it.
+fn merged(
+    text: &str,
+    env: &Env,
+    base: Option<&Path>,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Value, ConfigError> {
+    let mut value: Value = if text.trim().is_empty() {
+        Value::Mapping(Mapping::new())
+    } else {
+        serde_yaml_ng::from_str(text)
+            .map_err(|e| ConfigError::Invalid(vec![format!("config: {e}")]))?
+    };
+    if !value.is_mapping() {
+        return Err(ConfigError::Invalid(vec![
+            "config: the top level must be a mapping".into(),
+        ]));
+    }
+    flaskoidc::overlay(&mut value, env, base, problems, warnings);
+    env::overlay(&mut value, env, problems);
+    Ok(value)
+}
+
+/// Replaces the value at `path` (a string or a list of them) with `<redacted>`.
+fn redact(value: &mut Value, path: &[&str]) {
+    let mut cur = value;
+    for key in path {
+        match cur.get_mut(*key) {
+            Some(next) => cur = next,
+            None => return,
+        }
+    }
+    *cur = match cur {
+        Value::Sequence(s) => Value::Sequence(vec![Value::String("<redacted>".into()); s.len()]),
+        _ => Value::String("<redacted>".into()),
+    };
 }
 
 /// How many problems of the schema (unknown keys, wrong types) are looked for in one run.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::authz::login::Scheme;
 use crate::authz::pass::PassSettings;
 use crate::authz::{IdentityHeaders, Policy, UpstreamAuthorization};
 use crate::idp::TokenEndpointAuth;
@@ -30,6 +31,8 @@ pub struct Config {
     /// The fast path's pass; `None` when `pass.enabled` is false.
     pub pass: Option<PassSettings>,
     pub log: Log,
+    /// What is allowed but worth knowing, found while reading (a stretched flaskoidc secret).
+    pub warnings: Vec<String>,
     /// The config file, when it was read from one (`Config::load`): what a reload reads again.
     pub source: Option<PathBuf>,
     /// The files this config was read from (the config file, then the secret files it names):
@@ -50,6 +53,8 @@ pub struct Listen {
 
 #[derive(Debug)]
 pub struct Provider {
+    /// A name for people (flaskoidc's `FLASK_OIDC_PROVIDER_NAME`): logs, `check-config`.
+    pub name: Option<String>,
     pub issuer: String,
     pub client_id: String,
     pub client_secret: Option<Secret>,
@@ -80,6 +85,8 @@ pub struct Login {
     pub post_logout_redirect: String,
     pub allowed_redirect_hosts: Vec<String>,
     pub backchannel_logout_path: Option<String>,
+    pub after_login: Option<String>,
+    pub scheme: Scheme,
 }
 
 #[derive(Debug)]

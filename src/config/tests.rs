@@ -497,3 +497,142 @@ fn a_route_enforces_unless_it_says_shadow() {
     assert!(p[0].starts_with("routes[0].mode"), "{p:?}");
     assert!(p[0].contains("enforce") && p[0].contains("shadow"), "{p:?}");
 }
+
+/// Amundsen's OIDC guide's `.env`, as a migrating user has it.
+const AMUNDSEN_ENV: [(&str, &str); 9] = [
+    ("FLASK_OIDC_PROVIDER_NAME", "okta"),
+    (
+        "FLASK_OIDC_CONFIG_URL",
+        "https://tenant.okta.com/.well-known/openid-configuration",
+    ),
+    ("FLASK_OIDC_CLIENT_ID", "amundsen"),
+    ("FLASK_OIDC_CLIENT_SECRET", "client-secret"),
+    ("FLASK_OIDC_REDIRECT_URI", "/auth"),
+    ("FLASK_OIDC_OVERWRITE_REDIRECT_URI", "/search"),
+    (
+        "FLASK_OIDC_SECRET_KEY",
+        "a flask secret key that is long enough",
+    ),
+    ("FLASK_OIDC_LOG_LEVEL", "WARNING"),
+    ("FLASK_OIDC_FORCE_SCHEMA", "https"),
+];
+
+#[test]
+fn every_name_of_a_flaskoidc_env_has_its_flaskoidc_meaning() {
+    use crate::authz::login::Scheme;
+    let c = load_env("", &AMUNDSEN_ENV).unwrap();
+    assert_eq!(c.provider.name.as_deref(), Some("okta"));
+    assert_eq!(c.login.callback_path, "/auth");
+    assert_eq!(c.login.after_login.as_deref(), Some("/search"));
+    assert_eq!(c.login.scheme, Scheme::Https);
+    assert_eq!(c.log.level, "warn");
+    assert_eq!(
+        c.session.keys.len(),
+        1,
+        "a Flask secret key made a session key"
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // A whole URL names the site too.
+    let mut env = AMUNDSEN_ENV.to_vec();
+    env.push((
+        "FLASK_OIDC_REDIRECT_URI",
+        "https://amundsen.example/oidc/auth",
+    ));
+    let c = load_env("", &env).unwrap();
+    assert_eq!(c.login.callback_path, "/oidc/auth");
+    assert_eq!(
+        c.login.redirect_uri.unwrap().as_str(),
+        "https://amundsen.example/oidc/auth"
+    );
+}
+
+#[test]
+fn a_flask_secret_key_is_stretched_the_same_way_every_time_and_a_short_one_warned_of() {
+    let key = |secret: &str| {
+        let mut env = AMUNDSEN_ENV.to_vec();
+        env.push(("FLASK_OIDC_SECRET_KEY", secret));
+        load_env("", &env)
+    };
+    let (a, b) = (key("short one").unwrap(), key("short one").unwrap());
+    assert_eq!(
+        a.session.keys[0].expose(),
+        b.session.keys[0].expose(),
+        "replicas agree"
+    );
+    assert_ne!(a.session.keys[0].expose(), "short one");
+    assert_eq!(a.warnings.len(), 1);
+    assert!(
+        a.warnings[0].starts_with("FLASK_OIDC_SECRET_KEY is 9 characters"),
+        "{:?}",
+        a.warnings
+    );
+    assert!(
+        !a.warnings[0].contains("short one"),
+        "the secret is never echoed"
+    );
+    // Base64 of 32 bytes is a session secret already.
+    assert_eq!(key(SECRET).unwrap().session.keys[0].expose(), SECRET);
+    // flaskoidc's own defaults are public.
+    let p = key("base-flask-oidc-secret-key").unwrap_err();
+    assert!(
+        p[0].starts_with("FLASK_OIDC_SECRET_KEY: this is flaskoidc's published default"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn flaskoidc_names_portcullis_cannot_honour_are_refused_by_name() {
+    let mut env = AMUNDSEN_ENV.to_vec();
+    env.extend([
+        ("FLASK_OIDC_LOG_DATE_FORMAT", "%Y"),
+        ("FLASK_OIDC_FORCE_SCHEMA", "ftp"),
+        ("FLASK_OIDC_LOG_LEVEL", "LOUD"),
+        ("FLASK_OIDC_OVERWRITE_REDIRECT_URI", "https://evil.example/"),
+    ]);
+    let p = load_env("", &env).unwrap_err();
+    for name in [
+        "FLASK_OIDC_FORCE_SCHEMA",
+        "FLASK_OIDC_LOG_LEVEL",
+        "FLASK_OIDC_LOG_DATE_FORMAT",
+    ] {
+        assert!(p.iter().any(|l| l.starts_with(name)), "{name}: {p:?}");
+    }
+}
+
+#[test]
+fn additional_parameters_become_authorization_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("params.json");
+    std::fs::write(
+        &file,
+        r#"{"connection": "google-oauth2", "prompt": "login"}"#,
+    )
+    .unwrap();
+    let mut env = AMUNDSEN_ENV.to_vec();
+    let path = file.to_str().unwrap().to_owned();
+    env.push(("FLASK_OIDC_PROVIDER_ADDITIONAL_PARAMETERS_FILE_PATH", &path));
+    let c = load_env("", &env).unwrap();
+    assert_eq!(c.provider.extra_auth_params["connection"], "google-oauth2");
+    std::fs::write(&file, r#"{"max_age": 5}"#).unwrap();
+    let p = load_env("", &env).unwrap_err();
+    assert!(p[0].contains("\"max_age\" is not a string"), "{p:?}");
+}
+
+#[test]
+fn the_effective_config_shows_what_each_variable_became_without_secrets() {
+    let env: Env = AMUNDSEN_ENV
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .chain([(
+            "PORTCULLIS_SESSION__REDIS__URL".to_owned(),
+            "redis://:hunter2@redis:6379/0".to_owned(),
+        )])
+        .collect();
+    let yaml = Config::effective("", &env, None).unwrap();
+    assert!(yaml.contains("callback_path: /auth"), "{yaml}");
+    assert!(yaml.contains("issuer: https://tenant.okta.com/"), "{yaml}");
+    for secret in ["client-secret", "hunter2", "flask secret key"] {
+        assert!(!yaml.contains(secret), "{secret} in {yaml}");
+    }
+    assert_eq!(yaml.matches("<redacted>").count(), 3, "{yaml}");
+}

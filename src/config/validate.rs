@@ -14,7 +14,7 @@ use super::file::{
 };
 use super::settings::{BearerIssuer, Config, Listen, Log, Login, Provider, SessionConfig};
 use crate::authz::pass::PassSettings;
-use crate::authz::path::is_valid_config_path;
+use crate::authz::path::{is_valid_config_path, safe_return_to};
 use crate::authz::policy::{
     ClaimRequirement, HostMatch, PathMatch, Requirements, Route, RouteMode, RouteName,
 };
@@ -118,6 +118,7 @@ pub(super) fn validate(
         upstream_authorization: file.upstream.authorization,
         pass,
         log,
+        warnings: Vec::new(),
         source: None,
         files,
     })
@@ -186,6 +187,7 @@ fn validate_provider(p: ProviderFile, base: Option<&Path>, problems: &mut Vec<St
         }
     }
     Provider {
+        name: p.name,
         issuer: p.issuer,
         client_id: p.client_id,
         client_secret,
@@ -258,6 +260,13 @@ fn validate_login(l: LoginFile, problems: &mut Vec<String>) -> Login {
     if l.callback_path == l.logout_path {
         problems.push("login: callback_path and logout_path must differ".into());
     }
+    if let Some(path) = &l.after_login
+        && safe_return_to(path) != *path
+    {
+        problems.push(format!(
+            "login.after_login: {path:?} is not a path on this site (e.g. /, /search)"
+        ));
+    }
     if let Some(path) = &l.backchannel_logout_path {
         if !is_valid_config_path(path) {
             problems.push(format!(
@@ -282,6 +291,8 @@ fn validate_login(l: LoginFile, problems: &mut Vec<String>) -> Login {
             .map(|h| h.to_ascii_lowercase())
             .collect(),
         backchannel_logout_path: l.backchannel_logout_path,
+        after_login: l.after_login,
+        scheme: l.scheme,
     }
 }
 

@@ -208,7 +208,7 @@ impl Drop for Proc {
     }
 }
 
-pub(super) fn tempdir(prefix: &str) -> tempfile::TempDir {
+pub fn tempdir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(&format!("portcullis-test-{prefix}-"))
         .tempdir()

@@ -160,7 +160,8 @@ impl LoginFlow {
             route: self.route.clone(),
             reason: RedirectReason::LoginComplete,
             identity: Some(Arc::new(session.principal)),
-            location: tx.return_to,
+            // flaskoidc's OVERWRITE_REDIRECT_URI: one landing page for every login.
+            location: self.settings.after_login.clone().unwrap_or(tx.return_to),
             set_cookies,
         })
     }

@@ -56,11 +56,28 @@ pub struct LoginSettings {
     pub allowed_redirect_hosts: Vec<String>,
     /// Where the provider POSTs back-channel logout tokens; `None`: not taken.
     pub backchannel_logout_path: Option<String>,
+    /// Where every login lands (flaskoidc's `OVERWRITE_REDIRECT_URI`); `None`: back where it began.
+    pub after_login: Option<String>,
+    /// The scheme of this site's URLs built from the request (`login.scheme`).
+    pub scheme: Scheme,
     pub user_id_claim: String,
     pub groups_claim: String,
     pub time_rules: TimeRules,
     /// Refresh the access token when less than this remains (at most half its lifetime).
     pub refresh_before: Duration,
+}
+
+/// `login.scheme`: which scheme the callback URL built from a request gets, when
+/// `login.redirect_uri` does not say. Behind a proxy that ends TLS and tells Envoy nothing, the
+/// request looks like plain http (flaskoidc's `FLASK_OIDC_FORCE_SCHEMA`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheme {
+    /// `http` when Envoy saw plain http, else `https`.
+    #[default]
+    FromRequest,
+    Https,
+    Http,
 }
 
 /// How a refresh ended, shared by every request that waited for it.
@@ -172,7 +189,7 @@ impl LoginFlow {
         if !self.settings.allowed_redirect_hosts.is_empty() && !self.is_allowed_host(host) {
             return None;
         }
-        Some(origin(req))
+        Some(origin(req, self.settings.scheme))
     }
 
     fn is_allowed_host(&self, host: &str) -> bool {
@@ -192,10 +209,11 @@ impl LoginFlow {
     }
 }
 
-fn origin(req: &AuthzRequest) -> String {
-    let scheme = match req.scheme.as_str() {
-        "http" => "http",
-        _ => "https",
+fn origin(req: &AuthzRequest, choice: Scheme) -> String {
+    let scheme = match (choice, req.scheme.as_str()) {
+        (Scheme::Https, _) => "https",
+        (Scheme::Http, _) | (Scheme::FromRequest, "http") => "http",
+        (Scheme::FromRequest, _) => "https",
     };
     format!("{scheme}://{}", req.authority)
 }

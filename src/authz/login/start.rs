@@ -89,7 +89,11 @@ impl LoginFlow {
     fn redirect_uri(&self, req: &AuthzRequest) -> String {
         match &self.settings.redirect_uri {
             Some(u) => u.to_string(),
-            None => format!("{}{}", origin(req), self.settings.callback_path),
+            None => format!(
+                "{}{}",
+                origin(req, self.settings.scheme),
+                self.settings.callback_path
+            ),
         }
     }
 }
