@@ -73,8 +73,15 @@ fn main() -> ExitCode {
             let Some(config) = load(config.as_deref()) else {
                 return ExitCode::from(2);
             };
-            portcullis::telemetry::init(config.log.format, &config.log.level);
-            match runtime().block_on(portcullis::app::serve(config)) {
+            let served = runtime().block_on(async {
+                // In the runtime: the span exporter, when tracing is on, runs on it.
+                let telemetry = portcullis::telemetry::init(config.log.format, &config.log.level);
+                let served = portcullis::app::serve(config).await;
+                // The exporter's last batch goes out on this runtime: wait without blocking it.
+                tokio::task::block_in_place(|| telemetry.shutdown());
+                served
+            });
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

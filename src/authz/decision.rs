@@ -41,6 +41,17 @@ impl Decision {
         }
     }
 
+    /// Writes the route, decision and reason onto the check's span (when tracing is on).
+    pub fn describe(&self, span: &tracing::Span) {
+        if span.is_disabled() {
+            return;
+        }
+        let (kind, reason) = self.kind_and_reason();
+        span.record("route", &*self.route().label());
+        span.record("decision", kind.as_str());
+        span.record("reason", reason);
+    }
+
     /// Counts the check (route, kind, reason, duration) and the login funnel read off it, writes
     /// the audit event it is (if any) and the check's debug line.
     pub fn record(&self, metrics: &Metrics, elapsed: Duration) {

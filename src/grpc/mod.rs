@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::authz::{DenyReason, LiveAuthorizer};
 use crate::config::EnvoyMetadata;
 use crate::metrics::Metrics;
 use crate::proto::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
+use crate::telemetry;
 
 pub struct AuthorizationService {
     authorizer: LiveAuthorizer,
@@ -40,12 +42,19 @@ impl Authorization for AuthorizationService {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
+        // Envoy's ext_authz span is the parent when Envoy traces (the trace headers come as gRPC
+        // metadata).
+        let span = telemetry::check_span();
+        let metadata = request.metadata();
+        let header = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+        telemetry::continue_trace(&span, header("traceparent"), header("tracestate"));
         // One authorizer for the whole check, whatever a reload does meanwhile.
         let authorizer = self.authorizer.load_full();
         let decision = match convert::authz_request(request.into_inner()) {
-            Some(req) => authorizer.check(&req).await,
+            Some(req) => authorizer.check(&req).instrument(span.clone()).await,
             None => authorizer.refuse(DenyReason::InvalidRequest),
         };
+        decision.describe(&span);
         decision.record(&self.metrics, started.elapsed());
         Ok(Response::new(convert::check_response(
             decision,

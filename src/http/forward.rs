@@ -33,6 +33,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
+use tracing::Instrument as _;
 
 use crate::authz::login::LoginFlow;
 use crate::authz::login::backchannel::{self, BackchannelRefusal};
@@ -41,6 +42,7 @@ use crate::authz::{AuthzRequest, Decision, DenyReason, DenyResponse, LiveAuthori
 use crate::listener::GuardedListener;
 use crate::metrics::Metrics;
 use crate::proxies::TrustedProxies;
+use crate::telemetry;
 use crate::token::TokenRejection;
 use crate::token::logout_token::LogoutRejection;
 
@@ -125,11 +127,19 @@ async fn handle(
             Some(direct_original(&method, &uri, &headers, trusted)),
         ),
     };
+    // The proxy's span is the parent when it traces (Traefik, Envoy, nginx with OpenTelemetry).
+    let span = telemetry::check_span();
+    telemetry::continue_trace(
+        &span,
+        header(&headers, "traceparent"),
+        header(&headers, "tracestate"),
+    );
     // One authorizer for the whole check, whatever a reload does meanwhile.
     let (decision, req) = match original {
         Some(original) => {
             let req = authz_request(original, &headers);
-            (authorizer.check(&req).await, req)
+            let decision = authorizer.check(&req).instrument(span.clone()).await;
+            (decision, req)
         }
         None => {
             tracing::debug!(
@@ -142,6 +152,7 @@ async fn handle(
             (refused, AuthzRequest::default())
         }
     };
+    decision.describe(&span);
     decision.record(&s.metrics, started.elapsed());
     answer(decision, asker, &req)
 }

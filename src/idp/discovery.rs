@@ -37,6 +37,12 @@ pub fn same_issuer(a: &str, b: &str) -> bool {
 }
 
 impl ProviderMetadata {
+    #[tracing::instrument(
+        target = "portcullis::span",
+        level = "trace",
+        name = "oidc.discovery",
+        skip_all
+    )]
     pub async fn discover(client: &IdpClient, issuer: &str) -> Result<Self, IdpError> {
         let url = discovery_url(issuer).map_err(|e| IdpError::Document {
             url: issuer.to_owned(),

@@ -28,6 +28,16 @@ pub enum Grant<'a> {
     RefreshToken(&'a str),
 }
 
+impl Grant<'_> {
+    /// The `grant_type`, for spans and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::AuthorizationCode { .. } => "authorization_code",
+            Self::RefreshToken(_) => "refresh_token",
+        }
+    }
+}
+
 /// The token endpoint's answer, as far as portcullis reads it.
 #[derive(Debug, Deserialize)]
 pub struct TokenResponse {
@@ -92,6 +102,14 @@ impl TokenEndpoint {
         &self.client_id
     }
 
+    /// The code exchange or a refresh: span `idp.token` with `grant` (never the code or token).
+    #[tracing::instrument(
+        target = "portcullis::span",
+        level = "trace",
+        name = "idp.token",
+        skip_all,
+        fields(grant = grant.kind())
+    )]
     pub async fn grant(
         &self,
         provider: &ProviderMetadata,

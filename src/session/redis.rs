@@ -65,8 +65,17 @@ impl RedisStore {
 
     /// One command, bounded; refused at once while Redis is known to be down. A timeout or a
     /// connection failure marks it down.
+    /// `command` names the span (`redis GET`, ...) when tracing is on.
+    #[tracing::instrument(
+        target = "portcullis::span",
+        level = "trace",
+        name = "redis",
+        skip_all,
+        fields(command = command)
+    )]
     async fn bounded<T>(
         &self,
+        command: &'static str,
         f: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
         let metrics = &self.health.metrics;
@@ -119,7 +128,7 @@ impl RedisStore {
 
     pub async fn delete(&self, sid: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        self.bounded(conn.del::<_, ()>(format!("{SESSION_PREFIX}{sid}")))
+        self.bounded("DEL", conn.del::<_, ()>(format!("{SESSION_PREFIX}{sid}")))
             .await
     }
 
@@ -130,7 +139,7 @@ impl RedisStore {
             .conditional_set(redis::ExistenceCheck::NX)
             .with_expiration(redis::SetExpiry::PX(millis(ttl)));
         let set: Option<String> = self
-            .bounded(conn.set_options(shared_key(name), 1, options))
+            .bounded("SET NX", conn.set_options(shared_key(name), 1, options))
             .await?;
         Ok(set.is_some())
     }
@@ -150,14 +159,18 @@ impl RedisStore {
 
     pub async fn delete_shared(&self, name: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        self.bounded(conn.del::<_, ()>(shared_key(name))).await
+        self.bounded("DEL", conn.del::<_, ()>(shared_key(name)))
+            .await
     }
 
     /// `ZADD`: `member` at `score` in the shared sorted set `name`.
     pub async fn add_scored(&self, name: &str, member: &str, score: u64) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        self.bounded(conn.zadd::<_, _, _, ()>(shared_key(name), member, score))
-            .await
+        self.bounded(
+            "ZADD",
+            conn.zadd::<_, _, _, ()>(shared_key(name), member, score),
+        )
+        .await
     }
 
     /// The members of the shared sorted set `name` scored `min` or more, with their scores.
@@ -167,25 +180,31 @@ impl RedisStore {
         min: u64,
     ) -> Result<Vec<(String, u64)>, StoreError> {
         let mut conn = self.conn.clone();
-        self.bounded(conn.zrangebyscore_withscores(shared_key(name), min, "+inf"))
-            .await
+        self.bounded(
+            "ZRANGEBYSCORE",
+            conn.zrangebyscore_withscores(shared_key(name), min, "+inf"),
+        )
+        .await
     }
 
     /// Drops the members of the shared sorted set `name` scored below `max`.
     pub async fn drop_scored_below(&self, name: &str, max: u64) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        self.bounded(conn.zrembyscore::<_, _, _, ()>(shared_key(name), "-inf", format!("({max}")))
-            .await
+        self.bounded(
+            "ZREMRANGEBYSCORE",
+            conn.zrembyscore::<_, _, _, ()>(shared_key(name), "-inf", format!("({max}")),
+        )
+        .await
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn.clone();
-        self.bounded(conn.get(key)).await
+        self.bounded("GET", conn.get(key)).await
     }
 
     async fn set_bytes(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        self.bounded(conn.pset_ex::<_, _, ()>(key, value, millis(ttl)))
+        self.bounded("PSETEX", conn.pset_ex::<_, _, ()>(key, value, millis(ttl)))
             .await
     }
 }

@@ -178,6 +178,7 @@ impl JwksCache {
     }
 
     /// Called with `fetching` held. On any failure the current set stays as it is.
+    #[tracing::instrument(target = "portcullis::span", level = "trace", name = "jwks.fetch", skip_all, fields(trigger = ?trigger))]
     async fn fetch(&self, trigger: FetchTrigger) -> Result<(), IdpError> {
         let result = self.fetch_set().await;
         match result {

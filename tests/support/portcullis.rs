@@ -31,6 +31,11 @@ impl Portcullis {
 
     /// [`Portcullis::start`] with `RUST_LOG` = `filter`.
     pub async fn start_logging(config: &str, filter: &str) -> Self {
+        Self::start_with_env(config, filter, &[]).await
+    }
+
+    /// [`Portcullis::start_logging`] with more environment variables (`OTEL_*`, say).
+    pub async fn start_with_env(config: &str, filter: &str, env: &[(&str, &str)]) -> Self {
         let mut yaml: Value = serde_yaml_ng::from_str(config).expect("portcullis config is YAML");
         let Value::Mapping(root) = &mut yaml else {
             panic!("portcullis config is not a mapping:\n{config}");
@@ -67,6 +72,7 @@ impl Portcullis {
                 "FLASK_OIDC_",
                 "OIDC_",
                 "OVERWRITE_REDIRECT_URI",
+                "OTEL_",
             ]
             .iter()
             .any(|p| var.starts_with(p))
@@ -75,6 +81,7 @@ impl Portcullis {
             }
         }
         cmd.env("RUST_LOG", filter);
+        cmd.envs(env.iter().copied());
         let mut proc = Proc::spawn("portcullis", cmd, dir);
         let admin_url = format!("http://127.0.0.1:{}", admin.port());
         proc.wait_for_http(&format!("{admin_url}/readyz"), 200, None)
