@@ -139,16 +139,20 @@ pub fn check_span() -> tracing::Span {
     )
 }
 
-/// Makes `span` a child of the trace the request carries (its `traceparent` and `tracestate`).
-/// Without tracing, or without a valid `traceparent`, nothing changes.
-pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>, tracestate: Option<&str>) {
-    let Some(traceparent) = traceparent.filter(|_| !span.is_disabled()) else {
+/// Makes `span` a child of the trace the request carries (its `traceparent` and `tracestate`,
+/// read through `header`). With tracing off the headers are not even looked up; without a valid
+/// `traceparent` nothing changes.
+pub fn continue_trace(span: &tracing::Span, header: impl Fn(&str) -> Option<String>) {
+    if span.is_disabled() {
+        return;
+    }
+    let Some(traceparent) = header("traceparent") else {
         return;
     };
     let mut carrier = HashMap::with_capacity(2);
-    carrier.insert("traceparent".to_owned(), traceparent.to_owned());
-    if let Some(state) = tracestate {
-        carrier.insert("tracestate".to_owned(), state.to_owned());
+    carrier.insert("traceparent".to_owned(), traceparent);
+    if let Some(state) = header("tracestate") {
+        carrier.insert("tracestate".to_owned(), state);
     }
     let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
 }

@@ -650,12 +650,7 @@ fn token_requests_of(m: &str) -> u64 {
 
 /// The last request the upstream saw under `prefix` (the browser also asks for /favicon.ico).
 fn deep_link_request(s: &Stack, prefix: &str) -> Seen {
-    s.upstream
-        .requests()
-        .into_iter()
-        .rev()
-        .find(|r| r.uri.starts_with(prefix))
-        .unwrap_or_else(|| panic!("the upstream saw nothing under {prefix}"))
+    s.upstream.last_under(prefix)
 }
 
 /// Parallel copies of one callback (a double submit, a prefetch, a retry): exactly one exchanges

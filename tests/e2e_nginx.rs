@@ -80,12 +80,7 @@ impl Stack {
 
     /// The last request under `prefix` that reached the upstream.
     fn seen(&self, prefix: &str) -> Seen {
-        self.upstream
-            .requests()
-            .into_iter()
-            .rev()
-            .find(|r| r.uri.starts_with(prefix))
-            .unwrap_or_else(|| panic!("the upstream saw nothing under {prefix}"))
+        self.upstream.last_under(prefix)
     }
 }
 

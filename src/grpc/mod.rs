@@ -46,8 +46,9 @@ impl Authorization for AuthorizationService {
         // metadata).
         let span = telemetry::check_span();
         let metadata = request.metadata();
-        let header = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
-        telemetry::continue_trace(&span, header("traceparent"), header("tracestate"));
+        telemetry::continue_trace(&span, |name| {
+            Some(metadata.get(name)?.to_str().ok()?.to_owned())
+        });
         // One authorizer for the whole check, whatever a reload does meanwhile.
         let authorizer = self.authorizer.load_full();
         let decision = match convert::authz_request(request.into_inner()) {

@@ -129,11 +129,7 @@ async fn handle(
     };
     // The proxy's span is the parent when it traces (Traefik, Envoy, nginx with OpenTelemetry).
     let span = telemetry::check_span();
-    telemetry::continue_trace(
-        &span,
-        header(&headers, "traceparent"),
-        header(&headers, "tracestate"),
-    );
+    telemetry::continue_trace(&span, |name| header(&headers, name).map(str::to_owned));
     // One authorizer for the whole check, whatever a reload does meanwhile.
     let (decision, req) = match original {
         Some(original) => {

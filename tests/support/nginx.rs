@@ -1,7 +1,6 @@
 //! nginx (Debian's, with auth_request) running the shipped deploy/nginx config on loopback ports.
 
 use std::process::Command;
-use std::time::Duration;
 
 use super::proc::tempdir;
 use super::*;
@@ -67,12 +66,7 @@ impl Nginx {
             .arg("-g")
             .arg(format!("daemon off; master_process on; pid {d}/nginx.pid;"));
         let mut proc = Proc::spawn("nginx", cmd, dir);
-        proc.wait_until("nginx", Duration::from_secs(10), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
+        proc.wait_for_port(port).await;
         Self {
             proc,
             url: format!("http://127.0.0.1:{port}"),

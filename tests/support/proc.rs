@@ -163,6 +163,17 @@ impl Proc {
         }
     }
 
+    /// Waits until 127.0.0.1:`port` takes connections (10 s at most).
+    pub async fn wait_for_port(&mut self, port: u16) {
+        let what = format!("{} on port {port}", self.name);
+        self.wait_until(&what, Duration::from_secs(10), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+    }
+
     /// Waits until `url` answers `status` (and its body contains `body`, when given).
     pub async fn wait_for_http(&mut self, url: &str, status: u16, body: Option<&str>) {
         self.wait_for_http_within(url, status, body, START_TIMEOUT)

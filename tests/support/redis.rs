@@ -34,12 +34,7 @@ impl Redis {
             "no",
         ]);
         let mut proc = Proc::spawn("redis", cmd, tempdir("redis"));
-        proc.wait_until("redis", Duration::from_secs(10), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
+        proc.wait_for_port(port).await;
         Self {
             proc,
             port,

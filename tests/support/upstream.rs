@@ -65,6 +65,15 @@ impl EchoUpstream {
             .expect("the upstream received no request")
     }
 
+    /// The last request whose path starts with `prefix` (panics if none came).
+    pub fn last_under(&self, prefix: &str) -> Seen {
+        self.requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.uri.starts_with(prefix))
+            .unwrap_or_else(|| panic!("the upstream saw nothing under {prefix}"))
+    }
+
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }

@@ -6,20 +6,8 @@ use serde_json::json;
 
 use super::*;
 use crate::authz::decision::DecisionKind;
-use crate::authz::policy::{self, PathMatch, Requirements, RouteMode};
-use crate::testing::{claims, rs, verifier};
-
-fn route(name: &str, prefix: &str, action: Action) -> Route {
-    Route {
-        name: RouteName::new(name),
-        host: None,
-        path: PathMatch::Prefix(prefix.into()),
-        methods: None,
-        action,
-        require: Requirements::default(),
-        mode: RouteMode::Enforce,
-    }
-}
+use crate::authz::policy::{self, RouteMode};
+use crate::testing::{claims, route, rs, verifier};
 
 fn authorizer() -> Authorizer {
     let mut ops = route("ops", "/ops", Action::Api);

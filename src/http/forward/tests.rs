@@ -5,21 +5,9 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::authz::policy::{Action, PathMatch, Policy, Requirements, Route, RouteMode, RouteName};
+use crate::authz::policy::{Action, Policy};
 use crate::authz::{Authorizer, IdentityHeaders};
-use crate::testing::{claims, rs, verifier};
-
-fn route(name: &str, prefix: &str, action: Action) -> Route {
-    Route {
-        name: RouteName::new(name),
-        host: None,
-        path: PathMatch::Prefix(prefix.into()),
-        methods: None,
-        action,
-        require: Requirements::default(),
-        mode: RouteMode::Enforce,
-    }
-}
+use crate::testing::{claims, route, rs, verifier};
 
 /// The adapter on a free loopback port, trusting `trusted`; its base URL.
 async fn serve(trusted: &[&str]) -> String {
