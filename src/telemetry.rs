@@ -4,6 +4,7 @@
 //! turn it on; the trace a request arrives with (W3C `traceparent`) is continued.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::TracerProvider as _;
@@ -19,6 +20,9 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 /// refresh, Redis). At `trace` level: nothing but the OpenTelemetry layer asks for them, so with
 /// tracing off they are never even built.
 pub const SPANS: &str = "portcullis::span";
+
+/// Whether spans are exported (set once by [`init`]).
+static TRACING: AtomicBool = AtomicBool::new(false);
 
 /// `log.format`: one line per event, for people (plain) or for log pipelines (json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -80,6 +84,7 @@ pub fn init(format: LogFormat, level: &str) -> Telemetry {
     if let Some(problem) = trace_problem {
         tracing::warn!("tracing is off: {problem}");
     } else if traces.is_some() {
+        TRACING.store(true, Ordering::Relaxed);
         tracing::info!("tracing on: spans exported over OTLP (OTEL_* settings)");
     }
     Telemetry { traces }
@@ -129,6 +134,11 @@ fn traces_from_env(env: &HashMap<String, String>) -> Result<Option<SdkTracerProv
 /// The span of one check: its route, decision and reason are recorded when it is decided
 /// (`Decision::describe`).
 pub fn check_span() -> tracing::Span {
+    // One load when tracing is off: not even the span's callsite is asked (about 150 ns a check
+    // otherwise, measured in benches/core.rs's gRPC group).
+    if !TRACING.load(Ordering::Relaxed) {
+        return tracing::Span::none();
+    }
     tracing::trace_span!(
         target: SPANS,
         "check",
