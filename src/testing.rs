@@ -146,20 +146,6 @@ pub fn check_request(
     }
 }
 
-/// A route matching `prefix` (whole segments) for any host and method, enforced, no requirements.
-pub fn route(name: &str, prefix: &str, action: crate::authz::Action) -> crate::authz::Route {
-    use crate::authz::policy::{PathMatch, Requirements};
-    crate::authz::Route {
-        name: crate::authz::RouteName::new(name),
-        host: None,
-        path: PathMatch::Prefix(prefix.into()),
-        methods: None,
-        action,
-        require: Requirements::default(),
-        mode: crate::authz::RouteMode::Enforce,
-    }
-}
-
 /// The audit events written on this thread while the guard lives, as JSON objects (the shape
 /// `log.format: json` gives them). For current-thread tests: the subscriber is this thread's.
 pub struct AuditLog {

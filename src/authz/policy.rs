@@ -218,6 +218,21 @@ pub struct Route {
 }
 
 impl Route {
+    /// A route for tests: `prefix` (whole segments) on any host and method, enforced, no
+    /// requirements.
+    #[cfg(test)]
+    pub fn prefix(name: &str, prefix: &str, action: Action) -> Self {
+        Self {
+            name: RouteName::new(name),
+            host: None,
+            path: PathMatch::Prefix(prefix.into()),
+            methods: None,
+            action,
+            require: Requirements::default(),
+            mode: RouteMode::Enforce,
+        }
+    }
+
     fn matches(&self, method: &str, host: &str, path: &str) -> bool {
         self.path.matches(path)
             && self.host.as_ref().is_none_or(|h| h.matches(host))

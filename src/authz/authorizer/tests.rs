@@ -7,20 +7,20 @@ use serde_json::json;
 use super::*;
 use crate::authz::decision::DecisionKind;
 use crate::authz::policy::{self, RouteMode};
-use crate::testing::{claims, route, rs, verifier};
+use crate::testing::{claims, rs, verifier};
 
 fn authorizer() -> Authorizer {
-    let mut ops = route("ops", "/ops", Action::Api);
+    let mut ops = Route::prefix("ops", "/ops", Action::Api);
     ops.require.groups = vec!["ops".into()];
-    let mut finance = route("finance", "/finance", Action::Api);
+    let mut finance = Route::prefix("finance", "/finance", Action::Api);
     finance.require.groups = vec!["finance".into()];
     Authorizer::new(
         Policy::new(vec![
-            route("health", "/healthcheck", Action::Public),
-            route("admin", "/admin", Action::Deny),
+            Route::prefix("health", "/healthcheck", Action::Public),
+            Route::prefix("admin", "/admin", Action::Deny),
             ops,
             finance,
-            route("app", "/", Action::Login),
+            Route::prefix("app", "/", Action::Login),
         ]),
         Arc::new(verifier(100)),
         IdentityHeaders::new(

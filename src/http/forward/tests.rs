@@ -5,20 +5,20 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::authz::policy::{Action, Policy};
+use crate::authz::policy::{Action, Policy, Route};
 use crate::authz::{Authorizer, IdentityHeaders};
-use crate::testing::{claims, route, rs, verifier};
+use crate::testing::{claims, rs, verifier};
 
 /// The adapter on a free loopback port, trusting `trusted`; its base URL.
 async fn serve(trusted: &[&str]) -> String {
-    let mut ops = route("ops", "/ops", Action::Api);
+    let mut ops = Route::prefix("ops", "/ops", Action::Api);
     ops.require.groups = vec!["ops".into()];
     let authorizer = Authorizer::new(
         Policy::new(vec![
-            route("health", "/healthcheck", Action::Public),
-            route("admin", "/admin", Action::Deny),
+            Route::prefix("health", "/healthcheck", Action::Public),
+            Route::prefix("admin", "/admin", Action::Deny),
             ops,
-            route("api", "/", Action::Api),
+            Route::prefix("api", "/", Action::Api),
         ]),
         Arc::new(verifier(100)),
         IdentityHeaders::new(
