@@ -38,7 +38,7 @@ use tracing::Instrument as _;
 use crate::authz::login::LoginFlow;
 use crate::authz::login::backchannel::{self, BackchannelRefusal};
 use crate::authz::path::safe_return_to;
-use crate::authz::{AuthzRequest, Decision, DenyReason, DenyResponse, LiveAuthorizer};
+use crate::authz::{Authorizer, AuthzRequest, Decision, DenyReason, DenyResponse, LiveAuthorizer};
 use crate::listener::GuardedListener;
 use crate::metrics::Metrics;
 use crate::proxies::TrustedProxies;
@@ -108,6 +108,7 @@ async fn handle(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    // One authorizer for the whole request, whatever a reload does meanwhile.
     let authorizer = s.authorizer.load_full();
     if method == Method::POST
         && let Some(login) = authorizer.login()
@@ -120,7 +121,7 @@ async fn handle(
         "/_portcullis/auth" => (Asker::Nginx, nginx_original(&headers, trusted)),
         "/_portcullis/forward" => (Asker::Traefik, traefik_original(&headers, trusted)),
         "/_portcullis/start" => {
-            return start(&s, &uri, &headers, trusted, started).await;
+            return start(&s, &authorizer, &uri, &headers, trusted, started).await;
         }
         _ => (
             Asker::Direct,
@@ -130,7 +131,6 @@ async fn handle(
     // The proxy's span is the parent when it traces (Traefik, Envoy, nginx with OpenTelemetry).
     let span = telemetry::check_span();
     telemetry::continue_trace(&span, |name| header(&headers, name).map(str::to_owned));
-    // One authorizer for the whole check, whatever a reload does meanwhile.
     let (decision, req) = match original {
         Some(original) => {
             let req = authz_request(original, &headers);
@@ -179,6 +179,7 @@ async fn backchannel(login: &LoginFlow, body: Body) -> Response {
 /// for `rd` (a path, or an absolute URL on the request's own host), or back to it when signed in.
 async fn start(
     s: &ForwardState,
+    authorizer: &Authorizer,
     uri: &Uri,
     headers: &HeaderMap,
     trusted: bool,
@@ -195,7 +196,7 @@ async fn start(
         .unwrap_or_default();
     original.path = return_path(&rd, &original.authority);
     let req = authz_request(original, headers);
-    let decision = s.authorizer.load_full().check(&req).await;
+    let decision = authorizer.check(&req).await;
     decision.record(&s.metrics, started.elapsed());
     match decision {
         Decision::Allow(allow) => {
