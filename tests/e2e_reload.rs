@@ -49,14 +49,6 @@ fn replace(path: &std::path::Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-async fn metric(p: &Portcullis, series: &str) -> u64 {
-    p.metrics()
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Waits until `probe` holds (up to 15 s: the file is polled every 2 s).
 async fn eventually(what: &str, mut probe: impl AsyncFnMut() -> bool) {
     for _ in 0..150 {
@@ -130,11 +122,9 @@ async fn routes_and_headers_change_together_under_load_and_a_bad_file_changes_no
             + "- {name: broken, path_prefix: /b/, action: nope}\n"),
     );
     eventually("the bad file refused", async || {
-        metric(
-            &portcullis,
-            "portcullis_config_reloads_total{result=\"error\"}",
-        )
-        .await
+        portcullis
+            .metric("portcullis_config_reloads_total{result=\"error\"}")
+            .await
             == 1
     })
     .await;
@@ -156,11 +146,9 @@ async fn routes_and_headers_change_together_under_load_and_a_bad_file_changes_no
     })
     .await;
     // SIGHUP reloads an unchanged file too.
-    let ok = metric(
-        &portcullis,
-        "portcullis_config_reloads_total{result=\"ok\"}",
-    )
-    .await;
+    let ok = portcullis
+        .metric("portcullis_config_reloads_total{result=\"ok\"}")
+        .await;
     assert_eq!(ok, 2, "B, then A");
     let hup = std::process::Command::new("kill")
         .args(["-HUP", &portcullis.proc.pid().to_string()])
@@ -168,11 +156,9 @@ async fn routes_and_headers_change_together_under_load_and_a_bad_file_changes_no
         .unwrap();
     assert!(hup.success());
     eventually("SIGHUP reloaded", async || {
-        metric(
-            &portcullis,
-            "portcullis_config_reloads_total{result=\"ok\"}",
-        )
-        .await
+        portcullis
+            .metric("portcullis_config_reloads_total{result=\"ok\"}")
+            .await
             == 3
     })
     .await;

@@ -50,14 +50,6 @@ struct Kept {
     revocations: Arc<Revocations>,
 }
 
-/// A core made from one config: its authorizer, its pass JWKS, and the key caches it needed
-/// that did not exist before (to be loaded and kept fresh).
-struct Assembled {
-    authorizer: Authorizer,
-    pass_jwks: Option<String>,
-    new_caches: Vec<Arc<JwksCache>>,
-}
-
 impl Core {
     /// Builds everything; connects to Redis when it is the session store.
     pub async fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
@@ -72,10 +64,10 @@ impl Core {
         for warning in config_warnings(config) {
             tracing::warn!("{warning}");
         }
-        let first = kept.assemble(config, &metrics, None);
+        let (first, caches) = kept.assemble(config, &metrics, None);
         Ok(Self {
             authorizer: Arc::new(ArcSwap::from_pointee(first.authorizer)),
-            caches: first.new_caches,
+            caches,
             pass_jwks: Arc::new(ArcSwapOption::from_pointee(first.pass_jwks)),
             metrics,
             kept,
@@ -90,16 +82,9 @@ impl Core {
     /// Makes the core `config` describes, not yet in use, and the key caches it needs that are
     /// new (to be loaded before [`Core::commit`], and kept fresh). The session store stays the
     /// running one; the login flow keeps its replay and refresh guards.
-    pub fn prepare(&self, config: &Config) -> (Vec<Arc<JwksCache>>, Prepared) {
+    pub fn prepare(&self, config: &Config) -> (Prepared, Vec<Arc<JwksCache>>) {
         let old = self.authorizer.load_full();
-        let next = self.kept.assemble(config, &self.metrics, old.login());
-        (
-            next.new_caches,
-            Prepared {
-                authorizer: next.authorizer,
-                pass_jwks: next.pass_jwks,
-            },
-        )
+        self.kept.assemble(config, &self.metrics, old.login())
     }
 
     /// Swaps `next` in: requests from now on see it whole, requests in flight finish with the
@@ -110,19 +95,21 @@ impl Core {
     }
 }
 
-/// A core made from a reloaded config, waiting for its new keys.
+/// A core made from one config, not yet in use (a reloaded config waits for its new keys).
 pub struct Prepared {
     authorizer: Authorizer,
     pass_jwks: Option<String>,
 }
 
 impl Kept {
+    /// The core `config` makes over what is kept, and the key caches it needed that did not
+    /// exist before (to be loaded and kept fresh).
     fn assemble(
         &self,
         config: &Config,
         metrics: &Arc<Metrics>,
         previous: Option<&LoginFlow>,
-    ) -> Assembled {
+    ) -> (Prepared, Vec<Arc<JwksCache>>) {
         let mut new_caches = Vec::new();
         let provider_keys = self.cache(
             discovered(&config.provider.issuer),
@@ -187,11 +174,13 @@ impl Kept {
             }
             authorizer = authorizer.with_login(login, config.upstream_authorization);
         }
-        Assembled {
-            authorizer,
-            pass_jwks,
+        (
+            Prepared {
+                authorizer,
+                pass_jwks,
+            },
             new_caches,
-        }
+        )
     }
 
     /// The key cache for `key`, made by `make` the first time it is asked for.

@@ -117,7 +117,7 @@ impl Watcher {
             path,
             core,
             fixed: Fixed::of(config),
-            seen: fingerprint(&config.files),
+            seen: fingerprint(&config.files()),
             refresh_interval: config.provider.jwks_refresh_interval,
             stop,
         }
@@ -158,7 +158,7 @@ impl Watcher {
         // What was read, good or bad, is what the next change is measured against (a bad file is
         // not reloaded every two seconds); a refused config keeps its secret files watched.
         let files = match &loaded {
-            Ok(c) => c.files.clone(),
+            Ok(c) => c.files(),
             Err(_) => self.seen.iter().map(|(p, _)| p.clone()).collect(),
         };
         self.seen = fingerprint(&files);
@@ -191,7 +191,7 @@ impl Watcher {
 
     /// Loads the keys of issuers the config adds, then swaps it in.
     async fn apply(&self, config: &Config) -> Result<(), Vec<String>> {
-        let (new_caches, swap) = self.core.prepare(config);
+        let (swap, new_caches) = self.core.prepare(config);
         let mut problems = Vec::new();
         for cache in new_caches {
             let loaded =

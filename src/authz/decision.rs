@@ -47,7 +47,7 @@ impl Decision {
             return;
         }
         let (kind, reason) = self.kind_and_reason();
-        span.record("route", &*self.route().label());
+        span.record("route", self.route().as_str());
         span.record("decision", kind.as_str());
         span.record("reason", reason);
     }
@@ -56,9 +56,8 @@ impl Decision {
     /// the audit event it is (if any) and the check's debug line.
     pub fn record(&self, metrics: &Metrics, elapsed: Duration) {
         let (kind, reason) = self.kind_and_reason();
-        let label = self.route().label();
-        let route: &str = &label;
-        metrics.check(label.clone(), kind.as_str(), reason, elapsed);
+        let route = self.route().as_str();
+        metrics.check(self.route().label(), kind.as_str(), reason, elapsed);
         let stage = match self {
             Self::Redirect(r) => match r.reason {
                 RedirectReason::Login => Some(LoginStage::started),
@@ -90,7 +89,7 @@ impl Decision {
             }
             Self::Allow(a) => {
                 if let AllowReason::Shadow { would, reason } = a.reason {
-                    metrics.shadowed(label.clone(), would.as_str(), reason);
+                    metrics.shadowed(self.route().label(), would.as_str(), reason);
                     audit::emit(&Event::RequestShadowed {
                         route,
                         would: would.as_str(),

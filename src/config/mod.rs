@@ -49,9 +49,18 @@ impl Config {
             source,
         })?;
         let mut config = Self::from_yaml(&text, env, path.parent())?;
-        config.files.insert(0, path.to_owned());
         config.source = Some(path.to_owned());
         Ok(config)
+    }
+
+    /// The files this config was read from (the config file, then the secret files it names):
+    /// what a reload watches.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.source
+            .iter()
+            .chain(&self.secret_files)
+            .cloned()
+            .collect()
     }
 
     /// `base` resolves relative `*_file` paths (the config file's folder).

@@ -35,9 +35,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// The config file, when it was read from one (`Config::load`): what a reload reads again.
     pub source: Option<PathBuf>,
-    /// The files this config was read from (the config file, then the secret files it names):
-    /// what a reload watches.
-    pub files: Vec<PathBuf>,
+    /// The secret files it names (`provider.client_secret_file`, `session.secret_file`).
+    pub secret_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

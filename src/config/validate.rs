@@ -35,7 +35,7 @@ pub(super) fn validate(
         return None;
     };
     // The files besides the config that a reload must watch.
-    let files = [&p.client_secret_file, &file.session.secret_file]
+    let secret_files = [&p.client_secret_file, &file.session.secret_file]
         .into_iter()
         .flatten()
         .map(|f| resolve(base, f))
@@ -120,7 +120,7 @@ pub(super) fn validate(
         log,
         warnings: Vec::new(),
         source: None,
-        files,
+        secret_files,
     })
 }
 

@@ -13,6 +13,10 @@ pub const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 /// A logout token issued longer ago than this (plus leeway) is refused: the provider sends it at
 /// once, and the window bounds how long its `jti` must be remembered.
 pub const MAX_AGE: u64 = 300;
+/// How long a logout token's `jti` must be remembered: as long as the token could be accepted at
+/// all (its age, the clock skew either way at the largest `provider.leeway`, 60 s, and a margin).
+pub const REPLAY_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(MAX_AGE + 2 * 60 + 60);
 
 /// What a valid logout token names.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -101,6 +101,15 @@ impl Portcullis {
             .unwrap_or_else(|| panic!("portcullis ignored SIGTERM\n{}", self.proc.output()))
     }
 
+    /// The value of one series of its scrape (`name{labels}`), 0 when absent.
+    pub async fn metric(&self, series: &str) -> u64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Its Prometheus scrape.
     pub async fn metrics(&self) -> String {
         http_client()

@@ -3,8 +3,6 @@
 //! session of that provider session (`sid`), or of that user when it names no `sid`, ends at its
 //! next request, on every replica sharing Redis within [`crate::session::revoked::SYNC_EVERY`].
 
-use std::time::Duration;
-
 use super::LoginFlow;
 use crate::audit::{self, Event, RevokedScope};
 use crate::authz::response::DenyResponse;
@@ -101,10 +99,12 @@ impl LoginFlow {
             return Err(BackchannelRefusal::Replayed);
         }
         self.used_jtis.insert(claims.jti.clone(), ());
-        let window = Duration::from_secs(logout_token::MAX_AGE + 2 * rules.leeway + 60);
         match self
             .sessions
-            .claim_once(&format!("logout-jti:{}", claims.jti), window)
+            .claim_once(
+                &format!("logout-jti:{}", claims.jti),
+                logout_token::REPLAY_WINDOW,
+            )
             .await
         {
             Ok(true) => {}

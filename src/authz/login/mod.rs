@@ -133,9 +133,7 @@ impl LoginFlow {
                 .build(),
             used_jtis: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(
-                    crate::token::logout_token::MAX_AGE + 2 * 60 + 60,
-                ))
+                .time_to_live(crate::token::logout_token::REPLAY_WINDOW)
                 .build(),
             route: RouteName::new("login"),
             pass: None,
