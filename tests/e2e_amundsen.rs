@@ -118,10 +118,19 @@ async fn a_token_without_an_amundsen_user_gets_a_json_403_never_a_500() {
         "{body}"
     );
     // It asked the metadata service, with the token portcullis let through.
-    let log = amundsen.metadata_access_log();
+    // The service writes its access log line after it answers: give it a moment.
+    let asked = format!("GET /user/{CLIENT_ID} ");
+    let mut log = amundsen.metadata_access_log();
+    for _ in 0..50 {
+        if log.contains(&asked) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        log = amundsen.metadata_access_log();
+    }
     let line = log
         .lines()
-        .find(|l| l.contains(&format!("GET /user/{CLIENT_ID} ")))
+        .find(|l| l.contains(&asked))
         .unwrap_or_else(|| panic!("metadata never asked for the client:\n{log}"));
     assert!(line.contains("auth=Bearer ey"), "{line}");
 
