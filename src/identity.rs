@@ -4,6 +4,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// How the verified claims become a principal.
+#[derive(Debug, Clone)]
+pub struct IdentityClaims {
+    pub user_id_claim: String,
+    pub groups_claim: String,
+}
+
 /// Whether the email claim may be trusted, as the issuer stated it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EmailVerified {

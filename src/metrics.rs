@@ -75,6 +75,8 @@ pub enum IdpEndpoint {
     discovery,
     jwks,
     token,
+    introspection,
+    userinfo,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

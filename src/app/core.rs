@@ -12,12 +12,12 @@ use crate::authz::Authorizer;
 use crate::authz::login::{LoginFlow, LoginSettings};
 use crate::authz::pass::PassIssuer;
 use crate::config::Config;
-use crate::idp::{IdpClient, TokenEndpoint};
+use crate::idp::{IdpClient, TokenEndpoint, TokenInfoClient};
 use crate::metrics::Metrics;
 use crate::session::store::MemoryStore;
 use crate::session::{Backend, Codec, Cookies, RedisStore, Revocations, SessionStore, StoreKind};
 use crate::token::pass::PassKeys;
-use crate::token::{IdentityClaims, Issuer, JwksCache, TimeRules, TokenCache, Verifier};
+use crate::token::{IdentityClaims, Issuer, JwksCache, Opaque, TimeRules, TokenCache, Verifier};
 
 /// Validated tokens kept at most; ~1 KiB each with their claims.
 const TOKEN_CACHE_ENTRIES: u64 = 10_000;
@@ -136,10 +136,15 @@ impl Kept {
                     |client, min| JwksCache::discover(&b.issuer, client, metrics.clone(), min),
                 ),
             };
-            issuers.push(Issuer::new(&b.issuer, &b.audiences, cache));
+            let mut issuer = Issuer::new(&b.issuer, &b.audiences, cache);
+            if let Some((ask, limits)) = &b.opaque {
+                let info = TokenInfoClient::new(self.client.clone(), ask.clone());
+                issuer = issuer.with_opaque(Opaque::new(info, *limits, TOKEN_CACHE_ENTRIES));
+            }
+            issuers.push(issuer);
         }
-        // A new verifier, a new token cache: a token validated under the old issuers and
-        // audiences is validated again under the new ones.
+        // A new verifier, new token caches (opaque answers too): a token validated under the old
+        // issuers and audiences is validated again under the new ones.
         let verifier = Arc::new(Verifier::new(
             issuers,
             IdentityClaims {

@@ -51,11 +51,18 @@ impl Deny {
                 "malformed Authorization header",
             ),
             DenyReason::Token(t) => match t {
-                TokenRejection::KeysUnavailable => (
+                TokenRejection::KeysUnavailable | TokenRejection::CheckUnavailable => (
                     503,
                     None,
                     "temporarily_unavailable",
                     "cannot verify tokens right now",
+                ),
+                // Bounded questions to the provider: this token was not asked about.
+                TokenRejection::CheckRateLimited => (
+                    401,
+                    Some(BearerError::InvalidToken),
+                    "invalid_token",
+                    "the token cannot be checked right now",
                 ),
                 TokenRejection::Expired => (
                     401,
@@ -72,7 +79,8 @@ impl Deny {
                 | TokenRejection::NotYetValid
                 | TokenRejection::WrongAudience
                 | TokenRejection::LifetimeTooLong
-                | TokenRejection::InvalidClaims => (
+                | TokenRejection::InvalidClaims
+                | TokenRejection::Inactive => (
                     401,
                     Some(BearerError::InvalidToken),
                     "invalid_token",

@@ -138,6 +138,33 @@ pub(super) struct BearerFile {
     pub(super) audiences: Vec<String>,
     /// Skips discovery for an issuer that publishes no discovery document.
     pub(super) jwks_uri: Option<Url>,
+    /// Accepts this issuer's opaque access tokens too, asking the provider about each.
+    pub(super) opaque: Option<OpaqueFile>,
+    /// The client that introspects (`opaque: introspect`); the provider's when the same issuer.
+    pub(super) client_id: Option<String>,
+    pub(super) client_secret: Option<String>,
+    pub(super) client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_opaque_cache", with = "humantime_serde")]
+    pub(super) opaque_cache: Duration,
+    #[serde(default = "default_opaque_rate")]
+    pub(super) opaque_rate: u32,
+}
+
+/// How an opaque token is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum OpaqueFile {
+    /// RFC 7662 introspection, authenticated as a client.
+    Introspect,
+    /// The userinfo endpoint (Auth0, which has no introspection).
+    Userinfo,
+}
+
+fn default_opaque_cache() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_opaque_rate() -> u32 {
+    20
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,12 +11,13 @@ use url::Url;
 use crate::authz::login::Scheme;
 use crate::authz::pass::PassSettings;
 use crate::authz::{IdentityHeaders, Policy, UpstreamAuthorization};
-use crate::idp::TokenEndpointAuth;
+use crate::idp::{Ask, TokenEndpointAuth};
 use crate::listener::Limits;
 use crate::proxies::TrustedProxies;
 use crate::secret::Secret;
 use crate::session::StoreKind;
 use crate::telemetry::LogFormat;
+use crate::token::OpaqueLimits;
 
 #[derive(Debug)]
 pub struct Config {
@@ -74,6 +75,8 @@ pub struct BearerIssuer {
     pub issuer: String,
     pub audiences: Vec<String>,
     pub jwks_uri: Option<Url>,
+    /// How its opaque tokens are checked; `None`: only JWTs.
+    pub opaque: Option<(Ask, OpaqueLimits)>,
 }
 
 #[derive(Debug)]

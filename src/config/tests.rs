@@ -636,3 +636,123 @@ fn the_effective_config_shows_what_each_variable_became_without_secrets() {
     }
     assert_eq!(yaml.matches("<redacted>").count(), 3, "{yaml}");
 }
+
+#[test]
+fn opaque_tokens_take_the_providers_client_or_one_of_their_own() {
+    let provider =
+        "provider: {issuer: 'https://t.auth0.com/', client_id: abc, client_secret: s3}\n";
+    let c = load(&format!(
+        "{provider}bearer:\n\
+         - {{issuer: 'https://t.auth0.com', audiences: [api], opaque: introspect}}\n\
+         - {{issuer: 'https://kc.example/realms/x', audiences: [api], opaque: introspect, \
+            client_id: rs, client_secret: rs-secret, opaque_cache: 10s, opaque_rate: 3}}\n\
+         - {{issuer: 'https://other.example/', audiences: [api], opaque: userinfo}}\n\
+         - {{issuer: 'https://jwt.example/', audiences: [api]}}\n"
+    ))
+    .unwrap();
+    let opaque: Vec<_> = c.bearer.iter().map(|b| b.opaque.as_ref()).collect();
+    let client = |i: usize| match opaque[i].map(|(ask, _)| ask) {
+        Some(crate::idp::Ask::Introspect(c)) => (
+            c.client_id.clone(),
+            c.client_secret.clone().map(|s| s.expose().to_owned()),
+        ),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        client(0),
+        ("abc".into(), Some("s3".into())),
+        "the provider's own"
+    );
+    assert_eq!(client(1), ("rs".into(), Some("rs-secret".into())));
+    let (_, limits) = opaque[1].unwrap();
+    assert_eq!((limits.cache, limits.rate), (Duration::from_secs(10), 3));
+    let (_, limits) = opaque[0].unwrap();
+    assert_eq!((limits.cache, limits.rate), (Duration::from_secs(60), 20));
+    assert!(matches!(opaque[2], Some((crate::idp::Ask::Userinfo, _))));
+    assert!(opaque[3].is_none());
+}
+
+#[test]
+fn opaque_settings_that_cannot_work_are_refused() {
+    let with = |provider: &str, entry: &str| {
+        problems(&format!(
+            "provider: {{issuer: 'https://t.auth0.com/', client_id: abc{provider}}}\n\
+             bearer: [{{issuer: 'https://t.auth0.com/', audiences: [api]{entry}}}]\n"
+        ))
+        .join("\n")
+    };
+    let cases = [
+        (
+            "",
+            ", opaque: introspect",
+            "introspection needs a client secret",
+        ),
+        (
+            ", client_secret: s",
+            ", opaque: introspect, jwks_uri: 'https://t.auth0.com/jwks'",
+            "bearer[0].opaque: needs the issuer's discovery document",
+        ),
+        (
+            ", client_secret: s",
+            ", client_id: rs",
+            "for opaque: introspect only",
+        ),
+        (
+            ", client_secret: s",
+            ", opaque: userinfo, client_id: rs",
+            "introspect only",
+        ),
+        (
+            ", client_secret: s",
+            ", opaque: introspect, client_id: rs",
+            "needs a client_id and its client_secret",
+        ),
+        (
+            ", client_secret: s",
+            ", opaque: userinfo, opaque_rate: 0",
+            "opaque_rate",
+        ),
+        (
+            ", client_secret: s",
+            ", opaque: userinfo, opaque_cache: 2h",
+            "opaque_cache",
+        ),
+        (", client_secret: s", ", opaque: jwt", "bearer[0].opaque"),
+    ];
+    for (provider, entry, expected) in cases {
+        let said = with(provider, entry);
+        assert!(said.contains(expected), "{entry}: {said}");
+    }
+    let other = problems(
+        "provider: {issuer: 'https://t.auth0.com/', client_id: abc, client_secret: s}\n\
+         bearer: [{issuer: 'https://kc.example/', audiences: [api], opaque: introspect}]\n",
+    )
+    .join("\n");
+    assert!(
+        other.contains("needs a client of \"https://kc.example/\""),
+        "{other}"
+    );
+}
+
+#[test]
+fn an_introspection_secret_is_redacted_and_its_file_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rs-secret"), "from-file\n").unwrap();
+    let yaml = "provider: {issuer: 'https://t.auth0.com/', client_id: abc}\n\
+                bearer:\n- {issuer: 'https://kc.example/', audiences: [api], opaque: introspect, \
+                client_id: rs, client_secret_file: rs-secret}\n\
+                - {issuer: 'https://t.auth0.com/', audiences: [api], opaque: introspect, \
+                client_id: rs, client_secret: inline-secret}\n";
+    let path = dir.path().join("portcullis.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let c = Config::load(&path, &Env::new()).unwrap();
+    assert!(c.files().contains(&dir.path().join("rs-secret")));
+    let Some((crate::idp::Ask::Introspect(client), _)) = &c.bearer[0].opaque else {
+        panic!()
+    };
+    assert_eq!(client.client_secret.as_ref().unwrap().expose(), "from-file");
+    let printed = Config::effective(yaml, &Env::new(), None).unwrap();
+    assert!(!printed.contains("inline-secret"), "{printed}");
+    assert!(printed.contains("<redacted>"), "{printed}");
+    assert!(!format!("{c:?}").contains("from-file"));
+}

@@ -9,8 +9,8 @@ use url::Url;
 
 use super::file::resolve;
 use super::file::{
-    ActionFile, BearerFile, FileConfig, HeadersFile, LoginFile, ModeFile, PassFile, ProviderFile,
-    RequireFile, RouteFile, SessionFile,
+    ActionFile, BearerFile, FileConfig, HeadersFile, LoginFile, ModeFile, OpaqueFile, PassFile,
+    ProviderFile, RequireFile, RouteFile, SessionFile,
 };
 use super::settings::{BearerIssuer, Config, Listen, Log, Login, Provider, SessionConfig};
 use crate::authz::pass::PassSettings;
@@ -19,11 +19,12 @@ use crate::authz::policy::{
     ClaimRequirement, HostMatch, PathMatch, Requirements, Route, RouteMode, RouteName,
 };
 use crate::authz::{Action, IdentityHeaders, Policy};
-use crate::idp::same_issuer;
+use crate::idp::{Ask, ClientCredentials, same_issuer};
 use crate::listener::Limits;
 use crate::proxies::TrustedProxies;
 use crate::secret::Secret;
 use crate::session::StoreKind;
+use crate::token::OpaqueLimits;
 
 pub(super) fn validate(
     file: FileConfig,
@@ -35,13 +36,15 @@ pub(super) fn validate(
         return None;
     };
     // The files besides the config that a reload must watch.
+    let bearer_secrets = file.bearer.iter().flatten().map(|b| &b.client_secret_file);
     let secret_files = [&p.client_secret_file, &file.session.secret_file]
         .into_iter()
+        .chain(bearer_secrets)
         .flatten()
         .map(|f| resolve(base, f))
         .collect();
     let provider = validate_provider(p, base, problems);
-    let bearer = validate_bearer(file.bearer, &provider, problems);
+    let bearer = validate_bearer(file.bearer, &provider, base, problems);
     let login = validate_login(file.login, problems);
     let session = validate_session(file.session, base, problems);
     let routes = file.routes.unwrap_or_else(|| {
@@ -209,6 +212,7 @@ fn validate_provider(p: ProviderFile, base: Option<&Path>, problems: &mut Vec<St
 fn validate_bearer(
     b: Option<Vec<BearerFile>>,
     provider: &Provider,
+    base: Option<&Path>,
     problems: &mut Vec<String>,
 ) -> Vec<BearerIssuer> {
     let list = match b {
@@ -221,6 +225,7 @@ fn validate_bearer(
                     issuer: provider.issuer.clone(),
                     audiences: vec![aud.clone()],
                     jwks_uri: None,
+                    opaque: None,
                 })
                 .collect();
         }
@@ -239,13 +244,117 @@ fn validate_bearer(
                 "{field}.issuer: listed twice; put all its audiences in one entry"
             ));
         }
+        let opaque = validate_opaque(&field, &entry, provider, base, problems);
         out.push(BearerIssuer {
             issuer: entry.issuer,
             audiences: entry.audiences,
             jwks_uri: entry.jwks_uri,
+            opaque,
         });
     }
     out
+}
+
+/// `bearer[i].opaque` and what goes with it: the introspecting client and the bounds.
+fn validate_opaque(
+    field: &str,
+    entry: &BearerFile,
+    provider: &Provider,
+    base: Option<&Path>,
+    problems: &mut Vec<String>,
+) -> Option<(Ask, OpaqueLimits)> {
+    let own_client = entry.client_id.is_some()
+        || entry.client_secret.is_some()
+        || entry.client_secret_file.is_some();
+    let Some(mode) = entry.opaque else {
+        if own_client {
+            problems.push(format!(
+                "{field}: client_id and client_secret are for opaque: introspect only"
+            ));
+        }
+        return None;
+    };
+    if entry.jwks_uri.is_some() {
+        problems.push(format!(
+            "{field}.opaque: needs the issuer's discovery document (its {} endpoint); remove jwks_uri",
+            match mode {
+                OpaqueFile::Introspect => "introspection",
+                OpaqueFile::Userinfo => "userinfo",
+            }
+        ));
+    }
+    if entry.opaque_cache < Duration::from_secs(1) || entry.opaque_cache > Duration::from_secs(3600)
+    {
+        problems.push(format!("{field}.opaque_cache: between 1s and 1h"));
+    }
+    if !(1..=10_000).contains(&entry.opaque_rate) {
+        problems.push(format!(
+            "{field}.opaque_rate: between 1 and 10000 provider calls a second"
+        ));
+    }
+    let limits = OpaqueLimits {
+        cache: entry.opaque_cache,
+        rate: entry.opaque_rate,
+    };
+    let ask = match mode {
+        OpaqueFile::Userinfo => {
+            if own_client {
+                problems.push(format!(
+                    "{field}: client_id and client_secret are for opaque: introspect only (userinfo takes the token itself)"
+                ));
+            }
+            Ask::Userinfo
+        }
+        OpaqueFile::Introspect if own_client => {
+            let secret = match (&entry.client_secret, &entry.client_secret_file) {
+                (Some(_), Some(_)) => {
+                    problems.push(format!(
+                        "{field}: set client_secret or client_secret_file, not both"
+                    ));
+                    None
+                }
+                (Some(s), None) => Some(Secret::new(s.clone())),
+                (None, Some(f)) => read_secret_file(
+                    &format!("{field}.client_secret_file"),
+                    &resolve(base, f),
+                    problems,
+                ),
+                (None, None) => None,
+            };
+            let client_id = entry.client_id.clone().unwrap_or_default();
+            if client_id.trim().is_empty() || secret.is_none() {
+                problems.push(format!(
+                    "{field}: introspection needs a client_id and its client_secret (or client_secret_file)"
+                ));
+            }
+            Ask::Introspect(ClientCredentials {
+                client_id,
+                client_secret: secret,
+                auth_method: None,
+            })
+        }
+        // The login client introspects the tokens of its own provider.
+        OpaqueFile::Introspect if same_issuer(&entry.issuer, &provider.issuer) => {
+            if provider.client_secret.is_none() {
+                problems.push(format!(
+                    "{field}.opaque: introspection needs a client secret: set provider.client_secret, or a client_id and client_secret here"
+                ));
+            }
+            Ask::Introspect(ClientCredentials {
+                client_id: provider.client_id.clone(),
+                client_secret: provider.client_secret.clone(),
+                auth_method: provider.token_endpoint_auth_method,
+            })
+        }
+        OpaqueFile::Introspect => {
+            problems.push(format!(
+                "{field}.opaque: introspection needs a client of {:?}: set client_id and client_secret (or client_secret_file)",
+                entry.issuer
+            ));
+            return None;
+        }
+    };
+    Some((ask, limits))
 }
 
 fn validate_login(l: LoginFile, problems: &mut Vec<String>) -> Login {

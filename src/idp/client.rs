@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use thiserror::Error;
 use url::Url;
 
 use crate::metrics::{FetchResult, IdpEndpoint, Metrics};
+use crate::secret::Secret;
 
 /// IdP answers larger than this are refused: a JWKS or discovery document is a few KiB.
 const MAX_BODY: usize = 512 * 1024;
@@ -57,6 +59,30 @@ impl IdpClient {
         };
         self.metrics.idp_call(endpoint, label, started.elapsed());
         result
+    }
+
+    /// GET with the caller's own access token as the credential (the userinfo endpoint). Returns
+    /// the status and body whatever the status: a 401 there is an answer, not a failure.
+    pub async fn get_with_token(
+        &self,
+        endpoint: IdpEndpoint,
+        url: &Url,
+        token: &str,
+    ) -> Result<(u16, bytes::Bytes), IdpError> {
+        let started = Instant::now();
+        let request = self
+            .http
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .bearer_auth(token);
+        let result = self.send_bounded(url, request).await;
+        let label = if matches!(&result, Ok((s, _)) if s.is_success()) {
+            FetchResult::ok
+        } else {
+            FetchResult::error
+        };
+        self.metrics.idp_call(endpoint, label, started.elapsed());
+        result.map(|(s, b)| (s.as_u16(), b))
     }
 
     async fn get_bounded(&self, url: &Url) -> Result<bytes::Bytes, IdpError> {
@@ -163,6 +189,40 @@ fn request_error_kind(e: &reqwest::Error) -> &'static str {
 /// RFC 6749 2.3.1: the client id and secret are form-encoded before Basic encoding.
 fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// How the client authenticates at the token endpoint (`provider.token_endpoint_auth_method`); introspection
+/// follows it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenEndpointAuth {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+/// How the client authenticates at an endpoint of the provider: as configured; else
+/// `client_secret_basic` unless the provider says (`supported`) it takes only `client_secret_post`.
+pub fn client_auth<'a>(
+    secret: Option<&'a Secret>,
+    configured: Option<TokenEndpointAuth>,
+    supported: &[String],
+) -> ClientAuth<'a> {
+    let Some(secret) = secret.map(Secret::expose) else {
+        return ClientAuth::None;
+    };
+    match configured {
+        Some(TokenEndpointAuth::ClientSecretBasic) => return ClientAuth::Basic(secret),
+        Some(TokenEndpointAuth::ClientSecretPost) => return ClientAuth::Post(secret),
+        None => {}
+    }
+    let post_only = !supported.is_empty()
+        && supported.iter().any(|m| m == "client_secret_post")
+        && !supported.iter().any(|m| m == "client_secret_basic");
+    if post_only {
+        ClientAuth::Post(secret)
+    } else {
+        ClientAuth::Basic(secret)
+    }
 }
 
 /// How the client authenticates at the token endpoint.

@@ -20,6 +20,15 @@ pub struct ProviderMetadata {
     /// Absent means `client_secret_basic` only (OIDC Discovery 3).
     #[serde(default)]
     pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// RFC 7662 introspection (RFC 8414 names it here); for `bearer[].opaque: introspect`.
+    #[serde(default)]
+    pub introspection_endpoint: Option<Url>,
+    /// Absent means `client_secret_basic` (RFC 8414 2).
+    #[serde(default)]
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    /// For `bearer[].opaque: userinfo`.
+    #[serde(default)]
+    pub userinfo_endpoint: Option<Url>,
 }
 
 /// `https://t.auth0.com/` -> `https://t.auth0.com/.well-known/openid-configuration` (OIDC Discovery 4).

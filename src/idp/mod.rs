@@ -1,10 +1,13 @@
-//! The OpenID provider over HTTP: one bounded client, discovery, and the token endpoint. Knows
-//! nothing of requests, sessions or decisions; token/ and authz/login/ call it.
+//! The OpenID provider over HTTP: one bounded client, discovery, the token endpoint, and what it
+//! says of opaque tokens (introspection, userinfo). Knows nothing of requests, sessions or
+//! decisions; token/ and authz/login/ call it.
 
 pub mod client;
 pub mod discovery;
 pub mod token_endpoint;
+pub mod token_info;
 
-pub use client::{ClientAuth, IdpClient, IdpError};
+pub use client::{ClientAuth, IdpClient, IdpError, TokenEndpointAuth};
 pub use discovery::{ProviderMetadata, same_issuer};
-pub use token_endpoint::{Grant, TokenEndpoint, TokenEndpointAuth, TokenError, TokenResponse};
+pub use token_endpoint::{Grant, TokenEndpoint, TokenError, TokenResponse};
+pub use token_info::{Ask, AskError, ClientCredentials, TokenInfo, TokenInfoClient};

@@ -4,18 +4,10 @@
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::client::{ClientAuth, IdpClient};
+use super::client::{ClientAuth, IdpClient, TokenEndpointAuth, client_auth};
 use super::discovery::ProviderMetadata;
 use crate::metrics::IdpEndpoint;
 use crate::secret::Secret;
-
-/// How the client authenticates at the token endpoint (`provider.token_endpoint_auth_method`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenEndpointAuth {
-    ClientSecretBasic,
-    ClientSecretPost,
-}
 
 /// What the client asks the token endpoint for.
 pub enum Grant<'a> {
@@ -161,25 +153,11 @@ impl TokenEndpoint {
         serde_json::from_slice(&body).map_err(|_| TokenError::Malformed)
     }
 
-    /// As configured; else `client_secret_basic` unless the provider says it takes only
-    /// `client_secret_post`.
     fn client_auth(&self, provider: &ProviderMetadata) -> ClientAuth<'_> {
-        let Some(secret) = self.client_secret.as_ref().map(Secret::expose) else {
-            return ClientAuth::None;
-        };
-        match self.auth_method {
-            Some(TokenEndpointAuth::ClientSecretBasic) => return ClientAuth::Basic(secret),
-            Some(TokenEndpointAuth::ClientSecretPost) => return ClientAuth::Post(secret),
-            None => {}
-        }
-        let methods = &provider.token_endpoint_auth_methods_supported;
-        let post_only = !methods.is_empty()
-            && methods.iter().any(|m| m == "client_secret_post")
-            && !methods.iter().any(|m| m == "client_secret_basic");
-        if post_only {
-            ClientAuth::Post(secret)
-        } else {
-            ClientAuth::Basic(secret)
-        }
+        client_auth(
+            self.client_secret.as_ref(),
+            self.auth_method,
+            &provider.token_endpoint_auth_methods_supported,
+        )
     }
 }

@@ -1,11 +1,13 @@
-//! Bearer JWTs: structure and size checked before any decoding, the issuer's keys looked up, the
-//! signature and claims verified, and the result cached until (at most) the token expires.
+//! Bearer tokens. JWTs: structure and size checked before any decoding, the issuer's keys looked
+//! up, the signature and claims verified, and the result cached until (at most) the token expires.
+//! Opaque tokens, where an issuer allows them: asked of the provider (opaque.rs).
 
 pub mod cache;
 pub mod id_token;
 pub mod jwks;
 pub mod keys;
 pub mod logout_token;
+pub mod opaque;
 pub mod pass;
 pub mod validate;
 
@@ -14,8 +16,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use cache::TokenCache;
 pub use jwks::{JwksCache, KeyMiss};
+pub use opaque::{Opaque, OpaqueLimits};
 pub use validate::{Origin, TimeRules, TokenRejection};
 
+pub use crate::identity::IdentityClaims;
 use crate::identity::Principal;
 use crate::idp::same_issuer;
 use crate::metrics::{CacheResult, Metrics};
@@ -26,6 +30,8 @@ pub struct Issuer {
     configured: String,
     keys: Arc<JwksCache>,
     audiences: Vec<String>,
+    /// Its opaque tokens, when it issues them and they are accepted (`bearer[].opaque`).
+    opaque: Option<Opaque>,
 }
 
 impl Issuer {
@@ -34,7 +40,13 @@ impl Issuer {
             configured: configured.to_owned(),
             keys,
             audiences: audiences.to_vec(),
+            opaque: None,
         }
+    }
+
+    pub fn with_opaque(mut self, opaque: Opaque) -> Self {
+        self.opaque = Some(opaque);
+        self
     }
 
     pub fn keys(&self) -> &Arc<JwksCache> {
@@ -49,16 +61,11 @@ impl Issuer {
     }
 }
 
-/// How the verified claims become a principal.
-#[derive(Debug, Clone)]
-pub struct IdentityClaims {
-    pub user_id_claim: String,
-    pub groups_claim: String,
-}
-
 /// Verifies bearer tokens for every configured issuer.
 pub struct Verifier {
     issuers: Vec<Issuer>,
+    /// Whether any issuer takes opaque tokens; else a token that is not a JWS is malformed.
+    accepts_opaque: bool,
     cache: TokenCache,
     identity: IdentityClaims,
     rules: TimeRules,
@@ -74,6 +81,7 @@ impl Verifier {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            accepts_opaque: issuers.iter().any(|i| i.opaque.is_some()),
             issuers,
             cache,
             identity,
@@ -98,6 +106,9 @@ impl Verifier {
         }
         let now = now_secs();
         let digest = self.cache.digest(token);
+        if self.accepts_opaque && !validate::is_jws_shaped(token) {
+            return self.verify_opaque(token, digest, now).await;
+        }
         if let Some(principal) = self.cache.get(&digest, now) {
             self.metrics.token_cache(CacheResult::hit);
             return Ok(principal);
@@ -137,6 +148,41 @@ impl Verifier {
         ));
         self.cache.insert(digest, principal.clone(), exp, now);
         Ok(principal)
+    }
+
+    /// Every issuer that accepts opaque tokens is asked in turn (each asks only its own provider,
+    /// within its own rate); the first that knows the token wins, else the first one's refusal.
+    async fn verify_opaque(
+        &self,
+        token: &str,
+        digest: cache::Digest,
+        now: u64,
+    ) -> Result<Arc<Principal>, TokenRejection> {
+        let mut refused = None;
+        for issuer in &self.issuers {
+            let Some(opaque) = &issuer.opaque else {
+                continue;
+            };
+            self.metrics.token_cache(if opaque.knows(&digest) {
+                CacheResult::hit
+            } else {
+                CacheResult::miss
+            });
+            let judge = opaque::Judge {
+                issuer: issuer.exact(),
+                audiences: &issuer.audiences,
+                identity: &self.identity,
+                rules: self.rules,
+            };
+            let metadata = issuer.keys.metadata();
+            match opaque.verify(token, digest, now, metadata, &judge).await {
+                Ok(principal) => return Ok(principal),
+                Err(why) => {
+                    refused.get_or_insert(why);
+                }
+            }
+        }
+        Err(refused.unwrap_or(TokenRejection::Malformed))
     }
 }
 

@@ -51,6 +51,12 @@ pub enum TokenRejection {
     /// `exp - iat` beyond `provider.max_token_lifetime`.
     LifetimeTooLong,
     InvalidClaims,
+    /// An opaque token the provider does not honour.
+    Inactive,
+    /// An opaque token not asked about: the issuer's `opaque_rate` is spent.
+    CheckRateLimited,
+    /// An opaque token whose provider gave no answer.
+    CheckUnavailable,
 }
 
 impl TokenRejection {
@@ -68,6 +74,9 @@ impl TokenRejection {
             Self::WrongAudience => "token_wrong_audience",
             Self::LifetimeTooLong => "token_lifetime_too_long",
             Self::InvalidClaims => "token_invalid_claims",
+            Self::Inactive => "token_inactive",
+            Self::CheckRateLimited => "token_check_rate_limited",
+            Self::CheckUnavailable => "token_check_unavailable",
         }
     }
 }
@@ -97,6 +106,11 @@ fn split(token: &str, origin: Origin) -> Result<[&str; 3], TokenRejection> {
         return Err(TokenRejection::Malformed);
     }
     Ok([header, payload, signature])
+}
+
+/// Whether the token has a compact JWS's three parts; anything else may be an opaque token.
+pub fn is_jws_shaped(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
 }
 
 /// Written as a fold over every byte, without early exit, so that it compiles to vector code.

@@ -5,6 +5,9 @@
 //   OP_ISSUER              default http://OP_HOST:OP_PORT, with a trailing "/" under OP_AUTH0_PATHS (as Auth0)
 //   OP_AUDIENCE            the API identifier (https://amundsen.example/api): access tokens asked for it
 //                          (Auth0's `audience=` or RFC 8707 `resource=`) are JWTs with aud = it
+//   OP_OPAQUE_AUDIENCE     a second API (https://opaque.example/api) whose access tokens are opaque,
+//                          checked by introspection (RFC 7662); tokens asked for no API are opaque
+//                          too and good at userinfo only (as Auth0's without an audience)
 //   OP_JWKS_FILE           private JWKS: all keys are published, the first one signs (default: a new RS256 key)
 //   OP_REDIRECT_URIS       comma-separated callbacks of the client (http://127.0.0.1:10000/authorization-code/callback)
 //   OP_POST_LOGOUT_URIS    comma-separated post-logout URLs (http://127.0.0.1:10000/)
@@ -35,6 +38,7 @@ const port = Number(env.OP_PORT || 9000);
 const auth0 = Boolean(env.OP_AUTH0_PATHS);
 const issuer = env.OP_ISSUER || `http://${host}:${port}${auth0 ? '/' : ''}`;
 const audience = env.OP_AUDIENCE || 'https://amundsen.example/api';
+const opaqueAudience = env.OP_OPAQUE_AUDIENCE || 'https://opaque.example/api';
 const accessTokenTTL = Number(env.OP_ACCESS_TOKEN_TTL || 3600);
 const csv = (value, fallback) => (value ? value.split(',').map((s) => s.trim()).filter(Boolean) : fallback);
 
@@ -110,7 +114,12 @@ const provider = new Provider(issuer, {
       defaultResource: (ctx, client, oneOf) => oneOf ?? ctx.oidc.params?.audience ?? ctx.oidc.body?.audience,
       useGrantedResource: () => true,
       getResourceServerInfo: (ctx, resource) => {
-        if (resource !== audience) throw new errors.InvalidTarget(`unknown audience (this provider's is ${audience})`);
+        if (resource === opaqueAudience) {
+          return {
+            audience: opaqueAudience, scope: 'openid email profile read:metadata', accessTokenFormat: 'opaque', accessTokenTTL,
+          };
+        }
+        if (resource !== audience) throw new errors.InvalidTarget(`unknown audience (this provider's are ${audience}, ${opaqueAudience})`);
         return {
           audience,
           scope: 'openid email profile read:metadata',

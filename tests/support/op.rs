@@ -8,6 +8,9 @@ use super::*;
 
 /// The API identifier the test OP issues JWT access tokens for (`OP_AUDIENCE`).
 pub const AUDIENCE: &str = "https://amundsen.example/api";
+/// The API the test OP issues opaque access tokens for (`OP_OPAQUE_AUDIENCE`), checked by
+/// introspection.
+pub const OPAQUE_AUDIENCE: &str = "https://opaque.example/api";
 /// The test OP's one client.
 pub const CLIENT_ID: &str = "amundsen";
 pub const CLIENT_SECRET: &str = "amundsen-secret";
@@ -74,6 +77,8 @@ impl OpOptions {
 pub struct Op {
     pub proc: Proc,
     pub port: u16,
+    /// The client's first callback URL (a token helper's login stops before it).
+    redirect_uri: String,
     /// Exactly as in its tokens and discovery document.
     pub issuer: String,
     pub audience: String,
@@ -138,6 +143,11 @@ impl Op {
         Self {
             proc,
             port,
+            redirect_uri: opts
+                .redirect_uris
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "http://127.0.0.1:10000/authorization-code/callback".into()),
             issuer,
             audience: opts.audience,
         }
@@ -165,16 +175,92 @@ impl Op {
     /// A real JWT access token for the audience from the OP's token endpoint (client credentials,
     /// Auth0's machine-to-machine flow: `sub` is the client_id, no email).
     pub async fn client_credentials_token(&self) -> String {
-        let endpoint = self.discovery().await["token_endpoint"]
-            .as_str()
+        self.client_credentials_token_for(Some(&self.audience))
+            .await
+    }
+
+    /// A client-credentials access token for `audience`: [`OPAQUE_AUDIENCE`] or none gives an
+    /// opaque one.
+    pub async fn client_credentials_token_for(&self, audience: Option<&str>) -> String {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend(audience.map(|a| ("audience", a)));
+        let json = self.client_post("token_endpoint", &form).await;
+        json["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// `user`'s tokens, as a client of the OP's own gets them: `browser` signs in (authorization
+    /// code with PKCE, `offline_access` for a refresh token) and the code is exchanged here. The
+    /// access token is for `audience`; with none, an opaque one good at userinfo only.
+    pub async fn user_tokens(
+        &self,
+        browser: &mut Browser,
+        user: &str,
+        audience: Option<&str>,
+    ) -> serde_json::Value {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let verifier = format!(
+            "{:032x}{:032x}",
+            rand::random::<u128>(),
+            rand::random::<u128>()
+        );
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()));
+        let discovery = self.discovery().await;
+        let mut authorize =
+            url::Url::parse(discovery["authorization_endpoint"].as_str().unwrap()).unwrap();
+        authorize
+            .query_pairs_mut()
+            .append_pair("client_id", CLIENT_ID)
+            .append_pair("response_type", "code")
+            .append_pair("redirect_uri", &self.redirect_uri)
+            .append_pair("scope", "openid email profile offline_access")
+            .append_pair("prompt", "consent")
+            .append_pair("state", "test")
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256")
+            .extend_pairs(audience.map(|a| ("audience", a)));
+        browser.goto(authorize.as_str());
+        let (held, _) = browser.login_held(user, &self.redirect_uri);
+        let code = url::Url::parse(&held)
             .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| panic!("no code in {held}"));
+        self.client_post(
+            "token_endpoint",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", &self.redirect_uri),
+                ("code_verifier", &verifier),
+            ],
+        )
+        .await
+    }
+
+    /// Revokes an access token at the OP (RFC 7009).
+    pub async fn revoke(&self, token: &str) {
+        self.client_post(
+            "revocation_endpoint",
+            &[("token", token), ("token_type_hint", "access_token")],
+        )
+        .await;
+    }
+
+    /// POSTs `form` as the client to the endpoint the discovery document names `endpoint`; the
+    /// answer must be a 200 (JSON, or empty).
+    async fn client_post(&self, endpoint: &str, form: &[(&str, &str)]) -> serde_json::Value {
+        let url = self.discovery().await[endpoint]
+            .as_str()
+            .unwrap_or_else(|| panic!("the OP names no {endpoint}"))
             .to_owned();
         let body = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("grant_type", "client_credentials")
-            .append_pair("audience", &self.audience)
+            .extend_pairs(form)
             .finish();
         let r = http_client()
-            .post(endpoint)
+            .post(url)
             .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
@@ -182,8 +268,8 @@ impl Op {
             .await
             .unwrap();
         let status = r.status();
-        let json: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(status, 200, "token endpoint: {json}");
-        json["access_token"].as_str().unwrap().to_owned()
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 200, "{endpoint}: {text}");
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
 }
