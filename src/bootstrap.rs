@@ -321,7 +321,8 @@ impl<'a> Writer<'a> {
     fn fast(&self, route: &Route) -> (Fast, Fast) {
         let authenticates = matches!(route.action, Action::Api | Action::Login);
         let plain = route.require == crate::authz::policy::Requirements::default();
-        if !(authenticates && plain) {
+        // Envoy cannot sign an upstream assertion: with one configured, portcullis decides.
+        if !(authenticates && plain) || self.config.assertion.is_some() {
             return (Fast::Off, Fast::Off);
         }
         let bearer = if self.bearer.is_empty() {

@@ -338,8 +338,10 @@ fn istio_policy_uses_the_declared_provider() {
 
 #[test]
 #[ignore = "needs python3: run scripts/test"]
-fn the_amundsen_module_compiles() {
-    run(Command::new("python3")
-        .args(["-m", "py_compile"])
-        .arg(repo_root().join("deploy/amundsen/portcullis_auth.py")));
+fn the_amundsen_modules_compile() {
+    for module in ["portcullis_auth.py", "portcullis_assertion.py"] {
+        run(Command::new("python3")
+            .args(["-m", "py_compile"])
+            .arg(repo_root().join("deploy/amundsen").join(module)));
+    }
 }

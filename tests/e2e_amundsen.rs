@@ -10,10 +10,16 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Amundsen, Chromium, Envoy and the OpenID provider: run scripts/test"]
 async fn amundsen_knows_the_user_portcullis_logged_in() {
-    let amundsen = Amundsen::start().await;
-    amundsen.add_user("alice@example.com").await;
-    amundsen.add_user("mallory@example.com").await;
-
+    // The metadata service answers only requests with portcullis's signed assertion
+    // (upstream.assertion, deploy/amundsen/portcullis_assertion.py), which the frontend forwards.
+    let admin = free_port();
+    let secret = session_secret();
+    let amundsen = Amundsen::start_with(Some(AssertionCheck {
+        jwks_url: format!("http://127.0.0.1:{admin}/.well-known/jwks.json"),
+        audience: "amundsen".into(),
+        setup: signed(&secret, json!({"sub": "databuilder", "aud": "amundsen"})),
+    }))
+    .await;
     let grpc = free_port();
     let ports = EnvoyPorts::free(grpc, amundsen.frontend_port);
     let site = format!("http://127.0.0.1:{}", ports.listener);
@@ -24,17 +30,20 @@ async fn amundsen_knows_the_user_portcullis_logged_in() {
     })
     .await;
     let _portcullis = Portcullis::start(&format!(
-        "listen: {{grpc: '127.0.0.1:{grpc}'}}\n\
+        "listen: {{grpc: '127.0.0.1:{grpc}', admin: '127.0.0.1:{admin}'}}\n\
          provider:\n  issuer: '{issuer}'\n  client_id: {CLIENT_ID}\n  client_secret: {CLIENT_SECRET}\n\
          \x20 audience: '{AUDIENCE}'\n  extra_auth_params: {{prompt: consent}}\n\
          session: {{secret: '{secret}'}}\n\
+         upstream: {{assertion: {{audience: amundsen}}}}\n\
          routes:\n\
          - {{name: health, path: /healthcheck, action: public}}\n\
          - {{name: app, path_prefix: /, action: login}}\n",
         issuer = op.issuer,
-        secret = session_secret(),
     ))
     .await;
+    // Amundsen's users, once portcullis publishes the keys the metadata service asks for.
+    amundsen.add_user("alice@example.com").await;
+    amundsen.add_user("mallory@example.com").await;
     let envoy = Envoy::from_shipped("envoy/envoy.yaml", ports).await;
 
     // Log in from the frontend's own API, as the browser app does on load.
@@ -68,6 +77,41 @@ async fn amundsen_knows_the_user_portcullis_logged_in() {
         !amundsen.metadata_access_log().contains("/user/mallory"),
         "mallory was never looked up"
     );
+
+    // Straight to the metadata service, past portcullis: nothing but a valid assertion for it.
+    let alice = format!("{}/user/alice@example.com", amundsen.metadata_url);
+    let ask = |assertion: Option<String>| {
+        let mut r = http_client().get(&alice);
+        if let Some(a) = assertion {
+            r = r.header("x-portcullis-assertion", a);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(ask(None).await, 401, "no assertion");
+    let other_key = signed(&session_secret(), json!({"aud": "amundsen"}));
+    assert_eq!(ask(Some(other_key)).await, 401, "another key");
+    let a_pass = signed(&secret, json!({"aud": "portcullis"}));
+    assert_eq!(ask(Some(a_pass)).await, 401, "the pass's audience");
+    let expired = signed(&secret, json!({"iat": now() - 120, "exp": now() - 60}));
+    assert_eq!(ask(Some(expired)).await, 401, "expired");
+    assert_eq!(ask(Some(signed(&secret, json!({})))).await, 200);
+}
+
+/// An assertion as portcullis with `session.secret` = `secret` signs it for alice on route app,
+/// `patch` replacing claims.
+fn signed(secret: &str, patch: Value) -> String {
+    let mut claims = json!({
+        "iss": "https://portcullis.invalid/", "aud": "amundsen", "sub": "auth0|alice",
+        "user": "alice@example.com", "email": "alice@example.com", "email_verified": true,
+        "groups": [], "route": "app", "iat": now(), "exp": now() + 60,
+    });
+    for (k, v) in patch.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    let keys = portcullis::token::pass::PassKeys::derive(&[portcullis::secret::Secret::new(
+        secret.to_owned(),
+    )]);
+    keys.sign(&claims).unwrap()
 }
 
 /// Amundsen's `/api/auth_user` answers 500 for someone its metadata service does not know (its

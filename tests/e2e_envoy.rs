@@ -877,3 +877,57 @@ fn the_generator_refuses_what_it_cannot_express_and_prints_nothing() {
         assert!(err.starts_with("error: ") && err.contains(says), "{err}");
     }
 }
+
+/// Envoy cannot sign an upstream assertion: with `upstream.assertion`, every route of the
+/// generated bootstrap asks portcullis.
+#[test]
+fn with_an_upstream_assertion_the_generated_routes_all_ask_portcullis() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = |extra: &str| {
+        let path = dir.path().join("portcullis.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "provider: {{issuer: 'https://tenant.example/', client_id: a}}\n\
+                 bearer: [{{issuer: 'https://tenant.example/', audiences: [x], \
+                 jwks_uri: 'https://tenant.example/jwks'}}]\n\
+                 upstream: {{authorization: none{extra}}}\npass: {{enabled: true}}\n\
+                 routes: [{{name: api, path_prefix: /api/, action: api}}, \
+                 {{name: app, path_prefix: /, action: login}}]\n"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("envoy-config")
+            .arg("--config")
+            .arg(&path)
+            .env("PORTCULLIS_SESSION__SECRET", session_secret())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| l.trim_start().starts_with("# route "))
+            .map(|l| l.trim().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        routes(""),
+        [
+            "# route api: a bearer token or the pass lets Envoy decide",
+            "# route app: a bearer token or the pass lets Envoy decide"
+        ]
+    );
+    assert_eq!(
+        routes(", assertion: {audience: amundsen}"),
+        [
+            "# route api: portcullis decides every request",
+            "# route app: portcullis decides every request"
+        ]
+    );
+}

@@ -1,9 +1,9 @@
 """Amundsen frontend settings for running behind portcullis (no fork of Amundsen needed).
 
 portcullis authenticates every request at Envoy and passes the user on in headers it sets itself
-(a client's own copies are always removed first), and the access token in `Authorization`. This
-module makes the frontend read the user from those headers and forward the token to the metadata
-and search services.
+(a client's own copies are always removed first), the access token in `Authorization`, and, with
+`upstream.assertion`, a signed assertion of who it is. This module makes the frontend read the user
+from those headers and forward the token and the assertion to the metadata and search services.
 
     FRONTEND_SVC_CONFIG_MODULE_CLASS=portcullis_auth.PortcullisAuthConfig
     PYTHONPATH=<folder holding this file>
@@ -32,6 +32,7 @@ from amundsen_application.config import LocalConfig
 from amundsen_application.models.user import User, dump_user, load_user
 
 USER_HEADER = os.environ.get("PORTCULLIS_USER_HEADER", "X-Auth-Request-User")
+ASSERTION_HEADER = os.environ.get("PORTCULLIS_ASSERTION_HEADER", "X-Portcullis-Assertion")
 EMAIL_HEADER = os.environ.get("PORTCULLIS_EMAIL_HEADER", "X-Auth-Request-Email")
 
 LOGGER = logging.getLogger(__name__)
@@ -61,9 +62,15 @@ def portcullis_user(app: Flask) -> User:
 
 
 def portcullis_request_headers(app: Flask) -> Optional[Dict[str, str]]:
-    """Headers for the frontend's calls to metadata and search: the caller's bearer token."""
-    token = request.headers.get("Authorization")
-    return {"Authorization": token} if token else {}
+    """Headers for the frontend's calls to metadata and search: the caller's bearer token, and
+    portcullis's signed assertion of who the caller is (`upstream.assertion`; metadata and search
+    verify it with portcullis_assertion.py)."""
+    headers = {}
+    for name in ("Authorization", ASSERTION_HEADER):
+        value = request.headers.get(name)
+        if value:
+            headers[name] = value
+    return headers
 
 
 def _require_a_user() -> Optional[Response]:

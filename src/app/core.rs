@@ -9,6 +9,7 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::authz::Authorizer;
+use crate::authz::assertion::AssertionSigner;
 use crate::authz::login::{LoginFlow, LoginSettings};
 use crate::authz::pass::PassIssuer;
 use crate::config::Config;
@@ -34,7 +35,8 @@ pub struct Core {
     /// Every issuer's key cache of the first config, the provider's first (readiness waits on them).
     pub caches: Vec<Arc<JwksCache>>,
     pub metrics: Arc<Metrics>,
-    /// The pass's JWKS (`pass.enabled`), published on the admin port.
+    /// The JWKS of the pass and assertions (`pass.enabled`, `upstream.assertion`), published on
+    /// the admin port.
     pub pass_jwks: Arc<ArcSwapOption<String>>,
     kept: Kept,
 }
@@ -160,7 +162,15 @@ impl Kept {
             verifier,
             config.identity_headers.clone(),
         );
-        let mut pass_jwks = None;
+        // One key set signs the pass and assertions; its JWKS is published when either is on.
+        let keys = (config.pass.is_some() || config.assertion.is_some())
+            .then(|| Arc::new(PassKeys::derive(&config.session.keys)))
+            .filter(|k| !k.is_empty());
+        let pass_jwks = keys.as_ref().map(|k| k.jwks());
+        if let (Some(settings), Some(keys)) = (&config.assertion, &keys) {
+            authorizer =
+                authorizer.with_assertion(AssertionSigner::new(settings.clone(), keys.clone()));
+        }
         if !config.session.keys.is_empty() {
             let mut login = login_flow(
                 config,
@@ -172,10 +182,8 @@ impl Kept {
             if let Some(previous) = previous {
                 login = login.sharing_guards_with(previous);
             }
-            if let Some(settings) = &config.pass {
-                let keys = PassKeys::derive(&config.session.keys);
-                pass_jwks = Some(keys.jwks());
-                login = login.with_pass(PassIssuer::new(settings.clone(), keys));
+            if let (Some(settings), Some(keys)) = (&config.pass, &keys) {
+                login = login.with_pass(PassIssuer::new(settings.clone(), keys.clone()));
             }
             authorizer = authorizer.with_login(login, config.upstream_authorization);
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::assertion::AssertionSigner;
 use super::credentials::{self, Credential};
 use super::decision::{Allow, AllowReason, Decision, Deny, DenyReason};
 use super::login::LoginFlow;
@@ -72,6 +73,8 @@ pub struct Authorizer {
     upstream_authorization: UpstreamAuthorization,
     /// The route label of requests that matched no route (or could not be matched).
     unmatched: RouteName,
+    /// The signed identity for the upstream, when `upstream.assertion` is set.
+    assertion: Option<AssertionSigner>,
 }
 
 impl Authorizer {
@@ -83,7 +86,14 @@ impl Authorizer {
             login: None,
             upstream_authorization: UpstreamAuthorization::AccessToken,
             unmatched: RouteName::new("none"),
+            assertion: None,
         }
+    }
+
+    /// Gives every allowed request with a caller a signed assertion of who it is.
+    pub fn with_assertion(mut self, signer: AssertionSigner) -> Self {
+        self.assertion = Some(signer);
+        self
     }
 
     /// Enables browser login and sessions on `login` routes.
@@ -340,10 +350,16 @@ impl Authorizer {
                 push_header(&mut set_headers, &self.headers.groups, &p.groups_header());
             }
         }
+        if let (Some(signer), Some(p)) = (&self.assertion, &who)
+            && let Some(assertion) = signer.assertion(p, &route.name, now_secs())
+        {
+            set_headers.push((signer.header().clone(), assertion.to_string()));
+        }
         let mut remove_headers: Vec<Arc<str>> = self
             .headers
             .spoofable
             .iter()
+            .chain(self.assertion.iter().flat_map(|a| a.spellings()))
             .filter(|name| !set_headers.iter().any(|(set, _)| set == *name))
             .cloned()
             .collect();

@@ -6,6 +6,7 @@
 //! authorizer    Authorizer::check: path, route, credential, requirements, header changes
 //! login/        the browser login flow: start, callback, logout, refresh (each returns a Decision)
 //! pass          the fast path's pass for signed-in browsers, as a cookie
+//! assertion     the signed identity for the upstream (upstream.assertion)
 //! response      how a Decision is said in HTTP (status, headers, body), for every adapter
 //! decision      what was decided and why (bounded reasons), and how it is counted
 //! credentials   which credential a request carries (form only)
@@ -14,6 +15,7 @@
 //! request       the request as the core sees it
 //! ```
 
+pub mod assertion;
 pub mod authorizer;
 pub mod credentials;
 pub mod decision;

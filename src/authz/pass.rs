@@ -3,6 +3,7 @@
 //! for at least half its life. Envoy's `jwt_authn` verifies it on the native fast path; portcullis
 //! is asked again only once it runs out.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::session::{Cookies, Jar, Session};
@@ -20,11 +21,11 @@ pub struct PassSettings {
 #[derive(Debug)]
 pub struct PassIssuer {
     settings: PassSettings,
-    keys: PassKeys,
+    keys: Arc<PassKeys>,
 }
 
 impl PassIssuer {
-    pub fn new(settings: PassSettings, keys: PassKeys) -> Self {
+    pub fn new(settings: PassSettings, keys: Arc<PassKeys>) -> Self {
         Self { settings, keys }
     }
 
@@ -91,7 +92,9 @@ mod tests {
                 issuer: "https://portcullis.invalid/".into(),
                 audience: "portcullis".into(),
             },
-            PassKeys::derive(&[Secret::new(crate::secret::generate_base64(32))]),
+            Arc::new(PassKeys::derive(&[Secret::new(
+                crate::secret::generate_base64(32),
+            )])),
         )
     }
 

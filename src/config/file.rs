@@ -309,7 +309,7 @@ impl Default for PassFile {
         Self {
             enabled: false,
             lifetime: Duration::from_secs(300),
-            issuer: "https://portcullis.invalid/".into(),
+            issuer: default_portcullis_issuer(),
             audience: "portcullis".into(),
         }
     }
@@ -320,6 +320,8 @@ impl Default for PassFile {
 pub(super) struct UpstreamFile {
     pub(super) headers: HeadersFile,
     pub(super) authorization: UpstreamAuthorization,
+    /// A signed identity for the upstream; off unless set.
+    pub(super) assertion: Option<AssertionFile>,
 }
 
 impl Default for UpstreamFile {
@@ -327,8 +329,33 @@ impl Default for UpstreamFile {
         Self {
             headers: HeadersFile::default(),
             authorization: UpstreamAuthorization::AccessToken,
+            assertion: None,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AssertionFile {
+    #[serde(default = "default_assertion_header")]
+    pub(super) header: String,
+    /// Who the assertion is for (the upstream checks it): required.
+    pub(super) audience: String,
+    #[serde(default = "default_portcullis_issuer")]
+    pub(super) issuer: String,
+    #[serde(default = "default_assertion_lifetime", with = "humantime_serde")]
+    pub(super) lifetime: Duration,
+}
+
+fn default_assertion_header() -> String {
+    "x-portcullis-assertion".into()
+}
+/// The `iss` of what portcullis signs itself (the pass, assertions) unless configured.
+fn default_portcullis_issuer() -> String {
+    "https://portcullis.invalid/".into()
+}
+fn default_assertion_lifetime() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Debug, Deserialize)]

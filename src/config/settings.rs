@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::authz::assertion::AssertionSettings;
 use crate::authz::login::Scheme;
 use crate::authz::pass::PassSettings;
 use crate::authz::{IdentityHeaders, Policy, UpstreamAuthorization};
@@ -31,6 +32,8 @@ pub struct Config {
     pub upstream_authorization: UpstreamAuthorization,
     /// The fast path's pass; `None` when `pass.enabled` is false.
     pub pass: Option<PassSettings>,
+    /// The signed identity for the upstream (`upstream.assertion`).
+    pub assertion: Option<AssertionSettings>,
     pub log: Log,
     /// What is allowed but worth knowing, found while reading (a stretched flaskoidc secret).
     pub warnings: Vec<String>,

@@ -756,3 +756,48 @@ fn an_introspection_secret_is_redacted_and_its_file_watched() {
     assert!(printed.contains("<redacted>"), "{printed}");
     assert!(!format!("{c:?}").contains("from-file"));
 }
+
+#[test]
+fn an_upstream_assertion_is_checked_and_defaulted() {
+    let with = |extra: &str| {
+        format!(
+            "provider: {{issuer: 'https://t.auth0.com/', client_id: abc}}\n\
+             session: {{secret: '{SECRET}'}}\n{extra}"
+        )
+    };
+    let c = load(&with("upstream: {assertion: {audience: amundsen}}\n")).unwrap();
+    let a = c.assertion.unwrap();
+    assert_eq!(&*a.header, "x-portcullis-assertion");
+    assert_eq!(a.issuer, "https://portcullis.invalid/");
+    assert_eq!(a.lifetime, Duration::from_secs(60));
+    assert!(load(&with("")).unwrap().assertion.is_none());
+
+    for (extra, expected) in [
+        ("upstream: {assertion: {}}\n", "missing field `audience`"),
+        (
+            "upstream: {assertion: {audience: portcullis}}\npass: {enabled: true}\n",
+            "must differ from pass.audience",
+        ),
+        (
+            "upstream: {assertion: {audience: a, header: X-Auth-Request-User}}\n",
+            "upstream.assertion.header",
+        ),
+        (
+            "upstream: {assertion: {audience: a, header: authorization}}\n",
+            "upstream.assertion.header",
+        ),
+        (
+            "upstream: {assertion: {audience: a, lifetime: 1h}}\n",
+            "upstream.assertion.lifetime",
+        ),
+    ] {
+        let said = problems(&with(extra)).join("\n");
+        assert!(said.contains(expected), "{extra}: {said}");
+    }
+    let no_secret = problems(
+        "provider: {issuer: 'https://t.auth0.com/', client_id: abc}\n\
+         upstream: {assertion: {audience: a}}\n",
+    )
+    .join("\n");
+    assert!(no_secret.contains("needs session.secret"), "{no_secret}");
+}

@@ -9,10 +9,11 @@ use url::Url;
 
 use super::file::resolve;
 use super::file::{
-    ActionFile, BearerFile, FileConfig, HeadersFile, LoginFile, ModeFile, OpaqueFile, PassFile,
-    ProviderFile, RequireFile, RouteFile, SessionFile,
+    ActionFile, AssertionFile, BearerFile, FileConfig, HeadersFile, LoginFile, ModeFile,
+    OpaqueFile, PassFile, ProviderFile, RequireFile, RouteFile, SessionFile,
 };
 use super::settings::{BearerIssuer, Config, Listen, Log, Login, Provider, SessionConfig};
+use crate::authz::assertion::AssertionSettings;
 use crate::authz::pass::PassSettings;
 use crate::authz::path::{is_valid_config_path, safe_return_to};
 use crate::authz::policy::{
@@ -73,6 +74,10 @@ pub(super) fn validate(
         problems.push("listen.drain_delay: at most 60s".into());
     }
     let pass = validate_pass(&file.pass, &session, problems);
+    let assertion =
+        file.upstream.assertion.as_ref().and_then(|a| {
+            validate_assertion(a, &identity_headers, &session, pass.as_ref(), problems)
+        });
     let l = &file.listen;
     if l.handshake_timeout.is_zero() || l.handshake_timeout > Duration::from_secs(120) {
         problems.push("listen.handshake_timeout: more than 0s, at most 2m".into());
@@ -120,6 +125,7 @@ pub(super) fn validate(
         identity_headers,
         upstream_authorization: file.upstream.authorization,
         pass,
+        assertion,
         log,
         warnings: Vec::new(),
         source: None,
@@ -501,6 +507,61 @@ fn validate_pass(
     })
 }
 
+fn validate_assertion(
+    a: &AssertionFile,
+    identity: &IdentityHeaders,
+    session: &SessionConfig,
+    pass: Option<&PassSettings>,
+    problems: &mut Vec<String>,
+) -> Option<AssertionSettings> {
+    if session.keys.is_empty() {
+        problems.push(
+            "upstream.assertion: needs session.secret (its signing key is derived from it)".into(),
+        );
+    }
+    let header = a.header.to_ascii_lowercase();
+    let taken = [&*identity.user, &*identity.email, &*identity.groups];
+    if !is_usable_header_name(&header) || taken.contains(&header.as_str()) {
+        problems.push(format!(
+            "upstream.assertion.header: {:?} is not a usable header name (nor an identity header's)",
+            a.header
+        ));
+    }
+    for (field, value) in [("issuer", &a.issuer), ("audience", &a.audience)] {
+        if value.is_empty() || value.chars().any(char::is_control) {
+            problems.push(format!("upstream.assertion.{field}: a non-empty string"));
+        }
+    }
+    if pass.is_some_and(|p| p.audience == a.audience) {
+        problems.push(
+            "upstream.assertion.audience: must differ from pass.audience (one key signs both: a pass must never pass for an assertion)"
+                .into(),
+        );
+    }
+    if a.lifetime < Duration::from_secs(10) || a.lifetime > Duration::from_secs(600) {
+        problems.push("upstream.assertion.lifetime: from 10s to 10m".into());
+    }
+    Some(AssertionSettings {
+        header: header.into(),
+        issuer: a.issuer.clone(),
+        audience: a.audience.clone(),
+        lifetime: a.lifetime,
+    })
+}
+
+/// A header portcullis may set: a token of letters, digits, `-` and `_`, and not one whose
+/// meaning is the transport's or portcullis's own.
+fn is_usable_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !matches!(
+            name.to_ascii_lowercase().as_str(),
+            "authorization" | "cookie" | "host"
+        )
+}
+
 fn read_secret_file(field: &str, path: &Path, problems: &mut Vec<String>) -> Option<Secret> {
     match std::fs::read_to_string(path) {
         Ok(s) if !s.trim().is_empty() => Some(Secret::new(s.trim())),
@@ -628,15 +689,7 @@ fn validate_headers(h: &HeadersFile, problems: &mut Vec<String>) -> IdentityHead
         ("groups", &h.groups),
     ];
     for (field, name) in names {
-        let ok = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            && !matches!(
-                name.to_ascii_lowercase().as_str(),
-                "authorization" | "cookie" | "host"
-            );
-        if !ok {
+        if !is_usable_header_name(name) {
             problems.push(format!(
                 "upstream.headers.{field}: {name:?} is not a usable header name"
             ));

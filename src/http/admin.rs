@@ -20,8 +20,9 @@ struct AdminState {
     pass_jwks: Arc<ArcSwapOption<String>>,
 }
 
-/// `pass_jwks`: the keys of the fast path's pass (`pass.enabled`), for Envoy's `jwt_authn`; a
-/// reload that rotates `session.secret` changes them.
+/// `pass_jwks`: the keys that sign the fast path's pass (`pass.enabled`, for Envoy's `jwt_authn`)
+/// and upstream assertions (`upstream.assertion`, for the upstream); a reload that rotates
+/// `session.secret` changes them.
 pub fn router(
     metrics: Arc<Metrics>,
     readiness: Readiness,

@@ -78,8 +78,9 @@ impl PassKeys {
         self.keys.is_empty()
     }
 
-    /// The pass as a compact JWS signed with the first key; `None` without keys.
-    pub fn sign(&self, claims: &PassClaims) -> Option<String> {
+    /// Claims (a pass's, an upstream assertion's) as a compact JWS signed with the first key;
+    /// `None` without keys.
+    pub fn sign(&self, claims: &impl Serialize) -> Option<String> {
         let (kid, key) = self.keys.first()?;
         let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid});
         let payload = serde_json::to_vec(claims).expect("claims always serialize");
@@ -111,7 +112,12 @@ impl PassKeys {
     /// The claims of a pass signed by one of these keys, whatever its times (the caller decides
     /// what an expiry means); `None` for anything else.
     pub fn open(&self, pass: &str) -> Option<PassClaims> {
-        let (signing_input, signature) = pass.rsplit_once('.')?;
+        self.open_as(pass)
+    }
+
+    /// [`Self::open`] for claims of any shape.
+    pub fn open_as<C: serde::de::DeserializeOwned>(&self, jwt: &str) -> Option<C> {
+        let (signing_input, signature) = jwt.rsplit_once('.')?;
         let (header, payload) = signing_input.split_once('.')?;
         #[derive(Deserialize)]
         struct Header {

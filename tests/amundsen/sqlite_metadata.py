@@ -1,6 +1,7 @@
 """Amundsen's metadata service on SQLite through its RDS (MySQL) proxy: tests only.
 
-METADATA_SVC_CONFIG_MODULE_CLASS=sqlite_metadata.SqliteConfig, SQLALCHEMY_DATABASE_URI=sqlite:///...
+METADATA_SVC_CONFIG_MODULE_CLASS=sqlite_metadata.SqliteConfig (or SqliteAssertionConfig, with
+deploy/amundsen/portcullis_assertion.py), SQLALCHEMY_DATABASE_URI=sqlite:///...
 `python sqlite_metadata.py` creates the tables in that database.
 """
 import os
@@ -20,6 +21,15 @@ def _collation(dbapi_connection, _record):
 class SqliteConfig(MySQLConfig):
     SQLALCHEMY_DATABASE_URI = os.environ["SQLALCHEMY_DATABASE_URI"]
     PROXY_CLIENT_KWARGS = {"echo": False}
+
+
+class SqliteAssertionConfig(SqliteConfig):
+    """Answers only requests with portcullis's signed assertion (deploy/amundsen, on PYTHONPATH)."""
+    @staticmethod
+    def INIT_CUSTOM_EXT_AND_ROUTES(app):  # noqa: N802 (Amundsen's name)
+        from portcullis_assertion import init_app
+
+        init_app(app)
 
 
 if __name__ == "__main__":

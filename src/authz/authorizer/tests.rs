@@ -367,3 +367,42 @@ async fn a_failed_callback_and_a_logout_without_a_session_are_audit_events_too()
     assert_eq!(events[1]["event"], "logout");
     assert!(events[1].get("user").is_none(), "{events:?}");
 }
+
+#[tokio::test]
+async fn an_assertion_goes_with_every_caller_and_a_clients_own_never() {
+    use crate::authz::assertion::{AssertionSettings, AssertionSigner};
+    use crate::token::pass::PassKeys;
+    let keys = Arc::new(PassKeys::derive(&[crate::secret::Secret::new(
+        crate::secret::generate_base64(32),
+    )]));
+    let signer = AssertionSigner::new(
+        AssertionSettings {
+            header: Arc::from("x-portcullis-assertion"),
+            issuer: "https://portcullis.invalid/".into(),
+            audience: "amundsen".into(),
+            lifetime: std::time::Duration::from_secs(60),
+        },
+        keys.clone(),
+    );
+    let authz = authorizer().with_assertion(signer);
+    let mut req = request("/ops/x", Some(&rs(&claims())));
+    req.headers
+        .insert("x-portcullis-assertion".into(), "forged".into());
+    let a = allowed(authz.check(&req).await);
+    let jwt = set(&a, "x-portcullis-assertion").expect("signed for the caller");
+    let said: serde_json::Value = keys.open_as(jwt).unwrap();
+    assert_eq!(
+        (said["route"].as_str(), said["aud"].as_str()),
+        (Some("ops"), Some("amundsen"))
+    );
+    assert_eq!(said["user"], set(&a, "x-auth-request-user").unwrap());
+    assert!(removed(&a).contains(&"x_portcullis_assertion".to_owned()));
+    assert!(!removed(&a).contains(&"x-portcullis-assertion".to_owned()));
+
+    // No caller, no assertion: the client's copies (both spellings) are removed.
+    let a = allowed(authz.check(&request("/healthcheck", None)).await);
+    assert_eq!(set(&a, "x-portcullis-assertion"), None);
+    for name in ["x-portcullis-assertion", "x_portcullis_assertion"] {
+        assert!(removed(&a).contains(&name.to_owned()), "{name}");
+    }
+}
