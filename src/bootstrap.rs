@@ -439,8 +439,8 @@ impl<'a> Writer<'a> {
     }
 
     fn jwt_authn(&mut self) {
-        let leeway = self.config.provider.leeway.as_secs();
-        let max_lifetime = self.config.provider.max_token_lifetime.as_secs();
+        let leeway = self.config.provider().leeway.as_secs();
+        let max_lifetime = self.config.provider().max_token_lifetime.as_secs();
         self.line(
             10,
             "# 2. JWTs Envoy verifies itself; a missing or failed one is left to portcullis.",
@@ -569,7 +569,7 @@ impl<'a> Writer<'a> {
 
     fn lua(&mut self) {
         let h = self.config.identity_headers.clone();
-        let p = &self.config.provider;
+        let p = self.config.provider();
         let pass_issuer = self
             .config
             .pass
@@ -581,12 +581,7 @@ impl<'a> Writer<'a> {
             .replace("@PASS_ISSUER@", &lua_string(&pass_issuer))
             .replace(
                 "@MAX_LIFETIME@",
-                &self
-                    .config
-                    .provider
-                    .max_token_lifetime
-                    .as_secs()
-                    .to_string(),
+                &p.max_token_lifetime.as_secs().to_string(),
             )
             .replace("@USER_CLAIM@", &lua_string(&p.user_id_claim))
             .replace("@GROUPS_CLAIM@", &lua_string(&p.groups_claim))

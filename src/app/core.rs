@@ -10,9 +10,10 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::authz::Authorizer;
 use crate::authz::assertion::AssertionSigner;
+use crate::authz::login::providers::Logins;
 use crate::authz::login::{LoginFlow, LoginSettings};
 use crate::authz::pass::PassIssuer;
-use crate::config::Config;
+use crate::config::{Config, Provider};
 use crate::idp::{IdpClient, TokenEndpoint, TokenInfoClient};
 use crate::metrics::Metrics;
 use crate::session::store::MemoryStore;
@@ -86,7 +87,7 @@ impl Core {
     /// running one; the login flow keeps its replay and refresh guards.
     pub fn prepare(&self, config: &Config) -> (Prepared, Vec<Arc<JwksCache>>) {
         let old = self.authorizer.load_full();
-        self.kept.assemble(config, &self.metrics, old.login())
+        self.kept.assemble(config, &self.metrics, old.logins())
     }
 
     /// Swaps `next` in: requests from now on see it whole, requests in flight finish with the
@@ -110,17 +111,18 @@ impl Kept {
         &self,
         config: &Config,
         metrics: &Arc<Metrics>,
-        previous: Option<&LoginFlow>,
+        previous: Option<&Logins>,
     ) -> (Prepared, Vec<Arc<JwksCache>>) {
         let mut new_caches = Vec::new();
-        let provider_keys = self.cache(
-            discovered(&config.provider.issuer),
-            config,
-            &mut new_caches,
-            |client, min| {
-                JwksCache::discover(&config.provider.issuer, client, metrics.clone(), min)
-            },
-        );
+        let mut provider_keys = Vec::new();
+        for p in &config.providers {
+            provider_keys.push(self.cache(
+                discovered(&p.issuer),
+                config,
+                &mut new_caches,
+                |client, min| JwksCache::discover(&p.issuer, client, metrics.clone(), min),
+            ));
+        }
         let mut issuers = Vec::new();
         for b in &config.bearer {
             let cache = match &b.jwks_uri {
@@ -150,8 +152,8 @@ impl Kept {
         let verifier = Arc::new(Verifier::new(
             issuers,
             IdentityClaims {
-                user_id_claim: config.provider.user_id_claim.clone(),
-                groups_claim: config.provider.groups_claim.clone(),
+                user_id_claim: config.provider().user_id_claim.clone(),
+                groups_claim: config.provider().groups_claim.clone(),
             },
             time_rules(config),
             TokenCache::new(TOKEN_CACHE_ENTRIES, TOKEN_CACHE_MAX_TTL),
@@ -172,20 +174,48 @@ impl Kept {
                 authorizer.with_assertion(AssertionSigner::new(settings.clone(), keys.clone()));
         }
         if !config.session.keys.is_empty() {
-            let mut login = login_flow(
-                config,
-                provider_keys,
-                self.client.clone(),
-                metrics.clone(),
-                self.sessions(config),
-            );
-            if let Some(previous) = previous {
-                login = login.sharing_guards_with(previous);
+            // The first provider's cookies and cookie keys are a single-provider config's, so
+            // its sessions outlive adding another; the others' are their own.
+            let names: Vec<Option<&str>> = config
+                .providers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| p.name.as_deref().filter(|_| i > 0))
+                .collect();
+            let cookies =
+                Cookies::for_providers(&config.session.cookie_name, config.session.secure, &names);
+            let mut flows = Vec::new();
+            for (((p, keys_of), cookies), name) in config
+                .providers
+                .iter()
+                .zip(provider_keys)
+                .zip(cookies)
+                .zip(&names)
+            {
+                let sessions = self.sessions(config, cookies, *name, &p.issuer);
+                let mut login = login_flow(
+                    config,
+                    p,
+                    keys_of,
+                    self.client.clone(),
+                    metrics.clone(),
+                    sessions,
+                );
+                let before =
+                    previous.and_then(|l| l.all().find(|f| f.provider_name() == p.name.as_deref()));
+                if let Some(before) = before {
+                    login = login.sharing_guards_with(before);
+                }
+                // With several providers the config refuses the pass.
+                if let (Some(settings), Some(keys), true) = (&config.pass, &keys, flows.is_empty())
+                {
+                    login = login.with_pass(PassIssuer::new(settings.clone(), keys.clone()));
+                }
+                flows.push(login);
             }
-            if let (Some(settings), Some(keys)) = (&config.pass, &keys) {
-                login = login.with_pass(PassIssuer::new(settings.clone(), keys.clone()));
-            }
-            authorizer = authorizer.with_login(login, config.upstream_authorization);
+            let first = flows.remove(0);
+            authorizer =
+                authorizer.with_logins(Logins::new(first, flows), config.upstream_authorization);
         }
         (
             Prepared {
@@ -213,23 +243,31 @@ impl Kept {
         }
         let cache = Arc::new(make(
             self.client.clone(),
-            config.provider.jwks_min_refetch_interval,
+            config.provider().jwks_min_refetch_interval,
         ));
         caches.push((key, cache.clone()));
         new.push(cache.clone());
         cache
     }
 
-    /// The configured sessions over the store that was connected at startup.
-    fn sessions(&self, config: &Config) -> SessionStore {
+    /// One provider's sessions (`provider`: its name, `None` for the first) over the store
+    /// that was connected at startup.
+    fn sessions(
+        &self,
+        config: &Config,
+        cookies: Cookies,
+        provider: Option<&str>,
+        issuer: &str,
+    ) -> SessionStore {
         let sessions = SessionStore::new(
-            Codec::new(&config.session.keys),
-            Cookies::new(&config.session.cookie_name, config.session.secure),
+            Codec::for_provider(&config.session.keys, provider),
+            cookies,
             config.session.absolute_timeout,
             config.session.idle_timeout,
             self.backend.clone(),
         )
-        .with_revocations(self.revocations.clone());
+        .with_revocations(self.revocations.clone())
+        .scoped_to(issuer);
         match &self.redis {
             Some(redis) => sessions.shared_with(redis.clone()),
             None => sessions,
@@ -245,8 +283,8 @@ fn discovered(issuer: &str) -> String {
 
 pub(super) fn time_rules(config: &Config) -> TimeRules {
     TimeRules {
-        leeway: config.provider.leeway.as_secs(),
-        max_lifetime: config.provider.max_token_lifetime.as_secs(),
+        leeway: config.provider().leeway.as_secs(),
+        max_lifetime: config.provider().max_token_lifetime.as_secs(),
     }
 }
 
@@ -278,12 +316,12 @@ async fn session_backend(
 
 fn login_flow(
     config: &Config,
+    p: &Provider,
     keys: Arc<JwksCache>,
     client: IdpClient,
     metrics: Arc<Metrics>,
     sessions: SessionStore,
 ) -> LoginFlow {
-    let p = &config.provider;
     let l = &config.login;
     let token_endpoint = TokenEndpoint::new(
         client,
@@ -293,6 +331,9 @@ fn login_flow(
     );
     LoginFlow::new(
         LoginSettings {
+            provider: p.name.as_deref().map(Arc::from),
+            issuer: p.issuer.clone(),
+            hosts: p.hosts.clone(),
             scopes: p.scopes.clone(),
             audience: p.audience.clone(),
             extra_auth_params: p
@@ -334,7 +375,7 @@ pub fn config_warnings(config: &Config) -> Vec<String> {
              whose tokens carry hundreds of groups ({}) cannot sign in there and is told so; \
              session.store redis or memory keeps any size",
             Cookies::MAX_VALUE / 1000,
-            config.provider.groups_claim
+            config.provider().groups_claim
         ));
     }
     if config.login.backchannel_logout_path.is_some() && config.listen.http_authz.is_none() {

@@ -78,7 +78,7 @@ pub async fn run(
         grpc = %grpc_listener.local_addr()?,
         admin = %admin_listener.local_addr()?,
         http_authz = ?http_authz.as_ref().map(TcpListener::local_addr).transpose()?,
-        issuer = %config.provider.issuer,
+        issuer = %config.provider().issuer,
         routes = config.policy.routes().len(),
         "portcullis listening"
     );
@@ -93,7 +93,7 @@ pub async fn run(
     for cache in &core.caches {
         reload::keep_fresh(
             cache.clone(),
-            config.provider.jwks_refresh_interval,
+            config.provider().jwks_refresh_interval,
             stop_rx.clone(),
         );
     }

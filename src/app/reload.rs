@@ -61,8 +61,8 @@ impl Fixed {
             log_format: c.log.format,
             log_level: c.log.level.clone(),
             envoy_metadata: c.log.envoy_metadata,
-            jwks_refresh_interval: c.provider.jwks_refresh_interval,
-            jwks_min_refetch_interval: c.provider.jwks_min_refetch_interval,
+            jwks_refresh_interval: c.provider().jwks_refresh_interval,
+            jwks_min_refetch_interval: c.provider().jwks_min_refetch_interval,
         }
     }
 
@@ -118,7 +118,7 @@ impl Watcher {
             core,
             fixed: Fixed::of(config),
             seen: fingerprint(&config.files()),
-            refresh_interval: config.provider.jwks_refresh_interval,
+            refresh_interval: config.provider().jwks_refresh_interval,
             stop,
         }
     }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::assertion::AssertionSigner;
 use super::credentials::{self, Credential};
 use super::decision::{Allow, AllowReason, Decision, Deny, DenyReason};
-use super::login::LoginFlow;
+use super::login::providers::Logins;
 use super::path;
 use super::policy::{self, Action, Policy, Route, RouteMode, RouteName, Unmet};
 use super::request::AuthzRequest;
@@ -68,8 +68,9 @@ pub struct Authorizer {
     policy: Policy,
     verifier: Arc<Verifier>,
     headers: IdentityHeaders,
-    /// The browser login flow and its sessions; `None` without a `session.secret`.
-    login: Option<LoginFlow>,
+    /// The browser login flow of each provider and their sessions; `None` without a
+    /// `session.secret`.
+    logins: Option<Logins>,
     upstream_authorization: UpstreamAuthorization,
     /// The route label of requests that matched no route (or could not be matched).
     unmatched: RouteName,
@@ -83,7 +84,7 @@ impl Authorizer {
             policy,
             verifier,
             headers,
-            login: None,
+            logins: None,
             upstream_authorization: UpstreamAuthorization::AccessToken,
             unmatched: RouteName::new("none"),
             assertion: None,
@@ -97,19 +98,19 @@ impl Authorizer {
     }
 
     /// Enables browser login and sessions on `login` routes.
-    pub fn with_login(
+    pub fn with_logins(
         mut self,
-        login: LoginFlow,
+        logins: Logins,
         upstream_authorization: UpstreamAuthorization,
     ) -> Self {
-        self.login = Some(login);
+        self.logins = Some(logins);
         self.upstream_authorization = upstream_authorization;
         self
     }
 
-    /// The browser login flow, when on.
-    pub fn login(&self) -> Option<&LoginFlow> {
-        self.login.as_ref()
+    /// The browser login flows, when on.
+    pub fn logins(&self) -> Option<&Logins> {
+        self.logins.as_ref()
     }
 
     pub async fn check(&self, req: &AuthzRequest) -> Decision {
@@ -125,13 +126,14 @@ impl Authorizer {
             Ok(p) => p,
             Err(why) => return self.deny(&self.unmatched, DenyReason::Path(why)),
         };
-        // The callback and logout paths are answered here; Envoy sends them nowhere.
-        if let Some(login) = &self.login {
-            if path == login.callback_path() {
-                return login.callback(req).await;
+        // The callback and logout paths (every provider's) are answered here; Envoy sends them
+        // nowhere.
+        if let Some(logins) = &self.logins {
+            if path == logins.first().callback_path() {
+                return logins.for_callback(req, host).callback(req).await;
             }
-            if path == login.logout_path() {
-                return login.logout(req).await;
+            if path == logins.first().logout_path() {
+                return logins.logout(req, host).await;
             }
         }
         // An Envoy route may name the policy route itself (check_settings.context_extensions
@@ -144,7 +146,7 @@ impl Authorizer {
         let Some(route) = route else {
             return self.deny(&self.unmatched, DenyReason::NoRoute);
         };
-        let decision = self.decide(req, route).await;
+        let decision = self.decide(req, host, route).await;
         match (route.mode, decision) {
             (
                 RouteMode::Shadow,
@@ -172,7 +174,7 @@ impl Authorizer {
     }
 
     /// What `route` decides for `req`, as enforced.
-    async fn decide(&self, req: &AuthzRequest, route: &Route) -> Decision {
+    async fn decide(&self, req: &AuthzRequest, host: &str, route: &Route) -> Decision {
         match route.action {
             Action::Deny => self.deny(&route.name, DenyReason::RouteDenied),
             Action::Public => self.allow(
@@ -184,7 +186,7 @@ impl Authorizer {
             ),
             Action::Api | Action::Login => {
                 let principal = match credentials::credential(req) {
-                    Credential::None => return self.session_or_login(req, route).await,
+                    Credential::None => return self.session_or_login(req, host, route).await,
                     Credential::MalformedBearer => {
                         return self.deny(&route.name, DenyReason::MalformedAuthorization);
                     }
@@ -209,10 +211,12 @@ impl Authorizer {
 
     /// No bearer token: a valid session cookie, else the login redirect (browser navigations on
     /// login routes) or a 401 that names where to log in (everything else).
-    async fn session_or_login(&self, req: &AuthzRequest, route: &Route) -> Decision {
-        let Some(login) = &self.login else {
+    async fn session_or_login(&self, req: &AuthzRequest, host: &str, route: &Route) -> Decision {
+        let Some(logins) = &self.logins else {
             return self.deny(&route.name, DenyReason::MissingCredential);
         };
+        // Only the route's provider's session counts: another's cookies are not even opened.
+        let login = logins.for_request(host, Some(route));
         let now = now_secs();
         let sessions = login.sessions();
         let jar = req.cookies();
@@ -326,7 +330,7 @@ impl Authorizer {
     /// The cookies [`Self::allow`] strips ours from. Without login none are ours, and the header
     /// is not parsed at all.
     fn upstream_cookies<'r>(&self, req: &'r AuthzRequest) -> Jar<'r> {
-        match self.login {
+        match self.logins {
             Some(_) => req.cookies(),
             None => Jar::default(),
         }
@@ -363,9 +367,9 @@ impl Authorizer {
             .filter(|name| !set_headers.iter().any(|(set, _)| set == *name))
             .cloned()
             .collect();
-        // portcullis's own cookies never reach the upstream; the others do.
-        if let Some(login) = &self.login {
-            match login.sessions().cookies().strip(jar) {
+        // portcullis's own cookies (every provider's) never reach the upstream; the others do.
+        if let Some(logins) = &self.logins {
+            match logins.first().sessions().cookies().strip(jar) {
                 Stripped::Unchanged => {}
                 Stripped::Empty => remove_headers.push(Arc::from("cookie")),
                 Stripped::Rest(rest) => set_headers.push((Arc::from("cookie"), rest)),

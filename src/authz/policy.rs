@@ -100,7 +100,7 @@ impl HostMatch {
     }
 
     /// `host` as [`host_of`] gives it.
-    fn matches(&self, host: &str) -> bool {
+    pub fn matches(&self, host: &str) -> bool {
         match self {
             Self::Exact(h) => host.eq_ignore_ascii_case(h),
             Self::Subdomain(suffix) => {
@@ -215,6 +215,9 @@ pub struct Route {
     pub action: Action,
     pub require: Requirements,
     pub mode: RouteMode,
+    /// The provider (by name) that signs this route's browsers in; `None`: the host's, else the
+    /// first.
+    pub provider: Option<Arc<str>>,
 }
 
 impl Route {
@@ -230,6 +233,7 @@ impl Route {
             action,
             require: Requirements::default(),
             mode: RouteMode::Enforce,
+            provider: None,
         }
     }
 
@@ -283,6 +287,7 @@ mod tests {
             action,
             require: Requirements::default(),
             mode: RouteMode::Enforce,
+            provider: None,
         }
     }
 

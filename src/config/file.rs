@@ -22,6 +22,8 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub(super) listen: ListenFile,
     pub(super) provider: Option<ProviderFile>,
+    /// Several login providers (`provider` is the one-entry form).
+    pub(super) providers: Option<Vec<ProviderFile>>,
     pub(super) bearer: Option<Vec<BearerFile>>,
     #[serde(default)]
     pub(super) login: LoginFile,
@@ -105,6 +107,9 @@ pub(super) struct ProviderFile {
     /// How the client authenticates at the token endpoint; by default `client_secret_basic`
     /// unless discovery lists only `client_secret_post`.
     pub(super) token_endpoint_auth_method: Option<TokenEndpointAuth>,
+    /// With several providers: the hosts whose requests sign in here (exact or `*.domain`).
+    #[serde(default)]
+    pub(super) hosts: Vec<String>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -274,6 +279,8 @@ pub(super) struct RouteFile {
     pub(super) require: RequireFile,
     #[serde(default)]
     pub(super) mode: ModeFile,
+    /// Which provider signs this route's browsers in (with several).
+    pub(super) provider: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize)]

@@ -11,6 +11,7 @@ use url::Url;
 use crate::authz::assertion::AssertionSettings;
 use crate::authz::login::Scheme;
 use crate::authz::pass::PassSettings;
+use crate::authz::policy::HostMatch;
 use crate::authz::{IdentityHeaders, Policy, UpstreamAuthorization};
 use crate::idp::{Ask, TokenEndpointAuth};
 use crate::listener::Limits;
@@ -23,7 +24,8 @@ use crate::token::OpaqueLimits;
 #[derive(Debug)]
 pub struct Config {
     pub listen: Listen,
-    pub provider: Provider,
+    /// Every login provider, at least one; the first is the default (see [`Config::provider`]).
+    pub providers: Vec<Provider>,
     pub bearer: Vec<BearerIssuer>,
     pub login: Login,
     pub session: SessionConfig,
@@ -54,10 +56,21 @@ pub struct Listen {
     pub limits: Limits,
 }
 
+impl Config {
+    /// The first provider: the one requests that name none sign in with, and whose token and
+    /// claim settings (`leeway`, `user_id_claim`, key intervals) bearer tokens follow.
+    pub fn provider(&self) -> &Provider {
+        &self.providers[0]
+    }
+}
+
 #[derive(Debug)]
 pub struct Provider {
-    /// A name for people (flaskoidc's `FLASK_OIDC_PROVIDER_NAME`): logs, `check-config`.
+    /// A name for people (flaskoidc's `FLASK_OIDC_PROVIDER_NAME`): logs, `check-config`. Required
+    /// with several providers, where routes and sessions name the provider by it.
     pub name: Option<String>,
+    /// With several providers: the hosts whose requests sign in with this one.
+    pub hosts: Vec<HostMatch>,
     pub issuer: String,
     pub client_id: String,
     pub client_secret: Option<Secret>,

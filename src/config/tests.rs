@@ -37,18 +37,18 @@ fn minimal_config_gets_safe_defaults() {
     assert_eq!(c.listen.limits.handshake, Duration::from_secs(10));
     assert_eq!(c.listen.limits.idle, Duration::from_secs(300));
     assert_eq!(c.listen.limits.max_connections, 10_000);
-    assert_eq!(c.provider.user_id_claim, "email");
-    assert_eq!(c.provider.leeway, Duration::from_secs(30));
+    assert_eq!(c.provider().user_id_claim, "email");
+    assert_eq!(c.provider().leeway, Duration::from_secs(30));
     assert_eq!(
-        c.provider.max_token_lifetime,
+        c.provider().max_token_lifetime,
         Duration::from_secs(24 * 3600)
     );
     assert_eq!(
-        c.provider.jwks_min_refetch_interval,
+        c.provider().jwks_min_refetch_interval,
         Duration::from_secs(30)
     );
     assert_eq!(
-        c.provider.scopes,
+        c.provider().scopes,
         ["openid", "profile", "email", "offline_access"]
     );
     assert!(c.session.secure);
@@ -268,8 +268,8 @@ fn environment_overrides_the_file() {
         ],
     )
     .unwrap();
-    assert_eq!(c.provider.client_id, "12345", "digits stay a string");
-    assert_eq!(c.provider.audience.as_deref(), Some("https://api"));
+    assert_eq!(c.provider().client_id, "12345", "digits stay a string");
+    assert_eq!(c.provider().audience.as_deref(), Some("https://api"));
     assert_eq!(c.listen.grpc.to_string(), "127.0.0.1:7000");
     assert!(!c.session.secure);
     assert_eq!(c.policy.routes()[0].name.as_str(), "all");
@@ -303,14 +303,14 @@ fn flaskoidc_env_names_are_understood() {
         ),
     ];
     let c = load_env("", &env).unwrap();
-    assert_eq!(c.provider.issuer, "https://tenant.auth0.com/");
-    assert_eq!(c.provider.client_id, "flask-client");
+    assert_eq!(c.provider().issuer, "https://tenant.auth0.com/");
+    assert_eq!(c.provider().client_id, "flask-client");
     assert_eq!(
-        c.provider.client_secret.as_ref().unwrap().expose(),
+        c.provider().client_secret.as_ref().unwrap().expose(),
         "flask-secret"
     );
-    assert_eq!(c.provider.user_id_claim, "preferred_username");
-    assert_eq!(c.provider.scopes, ["openid", "email", "profile"]);
+    assert_eq!(c.provider().user_id_claim, "preferred_username");
+    assert_eq!(c.provider().scopes, ["openid", "email", "profile"]);
     assert_eq!(c.login.callback_path, "/oidc/callback");
     assert_eq!(
         c.login.redirect_uri.unwrap().as_str(),
@@ -335,7 +335,7 @@ fn flaskoidc_env_names_are_understood() {
     // PORTCULLIS_* wins over the flaskoidc names.
     let mut env = env.to_vec();
     env.push(("PORTCULLIS_PROVIDER__CLIENT_ID", "winner"));
-    assert_eq!(load_env("", &env).unwrap().provider.client_id, "winner");
+    assert_eq!(load_env("", &env).unwrap().provider().client_id, "winner");
 }
 
 #[test]
@@ -362,8 +362,11 @@ fn client_secrets_json_is_read() {
     )
     .unwrap();
     let c = load_env("", &[("OIDC_CLIENT_SECRETS", path.to_str().unwrap())]).unwrap();
-    assert_eq!(c.provider.client_id, "cs-id");
-    assert_eq!(c.provider.client_secret.unwrap().expose(), "cs-secret");
+    assert_eq!(c.provider().client_id, "cs-id");
+    assert_eq!(
+        c.provider().client_secret.as_ref().unwrap().expose(),
+        "cs-secret"
+    );
     assert_eq!(
         c.login.redirect_uri.unwrap().as_str(),
         "https://a.example/cb"
@@ -382,7 +385,10 @@ fn secret_files_are_read_relative_to_the_config() {
     let yaml = "provider: {issuer: 'https://t.auth0.com/', client_id: a, client_secret_file: client-secret}\n\
                 session: {secret_file: cookie-keys}\n";
     let c = Config::from_yaml(yaml, &Env::new(), Some(dir.path())).unwrap();
-    assert_eq!(c.provider.client_secret.unwrap().expose(), "from-file");
+    assert_eq!(
+        c.provider().client_secret.as_ref().unwrap().expose(),
+        "from-file"
+    );
     assert_eq!(c.session.keys.len(), 2);
     let p = Config::from_yaml(
         "provider: {issuer: 'https://t.auth0.com/', client_id: a, client_secret_file: nope}",
@@ -521,7 +527,7 @@ const AMUNDSEN_ENV: [(&str, &str); 9] = [
 fn every_name_of_a_flaskoidc_env_has_its_flaskoidc_meaning() {
     use crate::authz::login::Scheme;
     let c = load_env("", &AMUNDSEN_ENV).unwrap();
-    assert_eq!(c.provider.name.as_deref(), Some("okta"));
+    assert_eq!(c.provider().name.as_deref(), Some("okta"));
     assert_eq!(c.login.callback_path, "/auth");
     assert_eq!(c.login.after_login.as_deref(), Some("/search"));
     assert_eq!(c.login.scheme, Scheme::Https);
@@ -612,7 +618,10 @@ fn additional_parameters_become_authorization_parameters() {
     let path = file.to_str().unwrap().to_owned();
     env.push(("FLASK_OIDC_PROVIDER_ADDITIONAL_PARAMETERS_FILE_PATH", &path));
     let c = load_env("", &env).unwrap();
-    assert_eq!(c.provider.extra_auth_params["connection"], "google-oauth2");
+    assert_eq!(
+        c.provider().extra_auth_params["connection"],
+        "google-oauth2"
+    );
     std::fs::write(&file, r#"{"max_age": 5}"#).unwrap();
     let p = load_env("", &env).unwrap_err();
     assert!(p[0].contains("\"max_age\" is not a string"), "{p:?}");

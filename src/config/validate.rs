@@ -2,6 +2,7 @@
 //! collected, one line each, naming the key.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -32,20 +33,46 @@ pub(super) fn validate(
     base: Option<&Path>,
     problems: &mut Vec<String>,
 ) -> Option<Config> {
-    let Some(p) = file.provider else {
-        problems.push("provider: missing (issuer and client_id are required)".into());
-        return None;
+    let (listed, provider_files) = match (file.provider, file.providers) {
+        (Some(p), None) => (false, vec![p]),
+        (None, Some(list)) if !list.is_empty() => (true, list),
+        (None, Some(_)) => {
+            problems.push("providers: at least one".into());
+            return None;
+        }
+        (Some(_), Some(_)) => {
+            problems.push("set provider (one) or providers (several), not both".into());
+            return None;
+        }
+        (None, None) => {
+            problems.push("provider: missing (issuer and client_id are required)".into());
+            return None;
+        }
     };
     // The files besides the config that a reload must watch.
+    let provider_secrets = provider_files.iter().map(|p| &p.client_secret_file);
     let bearer_secrets = file.bearer.iter().flatten().map(|b| &b.client_secret_file);
-    let secret_files = [&p.client_secret_file, &file.session.secret_file]
-        .into_iter()
+    let secret_files = provider_secrets
+        .chain([&file.session.secret_file])
         .chain(bearer_secrets)
         .flatten()
         .map(|f| resolve(base, f))
         .collect();
-    let provider = validate_provider(p, base, problems);
-    let bearer = validate_bearer(file.bearer, &provider, base, problems);
+    let several = provider_files.len() > 1;
+    let providers: Vec<Provider> = provider_files
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let field = if listed {
+                format!("providers[{i}]")
+            } else {
+                "provider".to_owned()
+            };
+            validate_provider(&field, several, p, base, problems)
+        })
+        .collect();
+    validate_provider_names(&providers, problems);
+    let bearer = validate_bearer(file.bearer, &providers, base, problems);
     let login = validate_login(file.login, problems);
     let session = validate_session(file.session, base, problems);
     let routes = file.routes.unwrap_or_else(|| {
@@ -58,9 +85,10 @@ pub(super) fn validate(
             action: ActionFile::Login,
             require: RequireFile::default(),
             mode: ModeFile::Enforce,
+            provider: None,
         }]
     });
-    let policy = validate_routes(routes, problems);
+    let policy = validate_routes(routes, &providers, problems);
     let identity_headers = validate_headers(&file.upstream.headers, problems);
     let log = Log {
         format: file.log.format,
@@ -74,6 +102,12 @@ pub(super) fn validate(
         problems.push("listen.drain_delay: at most 60s".into());
     }
     let pass = validate_pass(&file.pass, &session, problems);
+    if pass.is_some() && several {
+        problems.push(
+            "pass.enabled: with one provider only (a pass does not say which provider signed its user in)"
+                .into(),
+        );
+    }
     let assertion =
         file.upstream.assertion.as_ref().and_then(|a| {
             validate_assertion(a, &identity_headers, &session, pass.as_ref(), problems)
@@ -117,7 +151,7 @@ pub(super) fn validate(
                 max_connections: file.listen.max_connections,
             },
         },
-        provider,
+        providers,
         bearer,
         login,
         session,
@@ -156,47 +190,70 @@ fn is_loopback(u: &Url) -> bool {
     }
 }
 
-fn validate_provider(p: ProviderFile, base: Option<&Path>, problems: &mut Vec<String>) -> Provider {
-    validate_issuer("provider.issuer", &p.issuer, problems);
+fn validate_provider(
+    at: &str,
+    several: bool,
+    p: ProviderFile,
+    base: Option<&Path>,
+    problems: &mut Vec<String>,
+) -> Provider {
+    validate_issuer(&format!("{at}.issuer"), &p.issuer, problems);
     if p.client_id.trim().is_empty() {
-        problems.push("provider.client_id: empty".into());
+        problems.push(format!("{at}.client_id: empty"));
     }
     let client_secret = match (p.client_secret, p.client_secret_file) {
         (Some(_), Some(_)) => {
-            problems.push("provider: set client_secret or client_secret_file, not both".into());
+            problems.push(format!(
+                "{at}: set client_secret or client_secret_file, not both"
+            ));
             None
         }
         (Some(s), None) => Some(Secret::new(s)),
-        (None, Some(f)) => {
-            read_secret_file("provider.client_secret_file", &resolve(base, &f), problems)
-        }
+        (None, Some(f)) => read_secret_file(
+            &format!("{at}.client_secret_file"),
+            &resolve(base, &f),
+            problems,
+        ),
         (None, None) => None,
     };
     if p.leeway > Duration::from_secs(60) {
-        problems.push("provider.leeway: at most 60s".into());
+        problems.push(format!("{at}.leeway: at most 60s"));
     }
     if p.max_token_lifetime < Duration::from_secs(60) {
-        problems.push("provider.max_token_lifetime: at least 1m".into());
+        problems.push(format!("{at}.max_token_lifetime: at least 1m"));
     }
     if p.jwks_min_refetch_interval.is_zero() {
-        problems.push("provider.jwks_min_refetch_interval: must be more than 0".into());
+        problems.push(format!(
+            "{at}.jwks_min_refetch_interval: must be more than 0"
+        ));
     }
     if p.jwks_refresh_interval < Duration::from_secs(10) {
-        problems.push("provider.jwks_refresh_interval: at least 10s".into());
+        problems.push(format!("{at}.jwks_refresh_interval: at least 10s"));
     }
     if !p.scopes.iter().any(|s| s == "openid") {
-        problems.push("provider.scopes: must include openid".into());
+        problems.push(format!("{at}.scopes: must include openid"));
     }
     for (field, claim) in [
         ("user_id_claim", &p.user_id_claim),
         ("groups_claim", &p.groups_claim),
     ] {
         if claim.is_empty() {
-            problems.push(format!("provider.{field}: empty"));
+            problems.push(format!("{at}.{field}: empty"));
         }
     }
+    if !several && !p.hosts.is_empty() {
+        problems.push(format!(
+            "{at}.hosts: only with several providers (one provider signs every host in)"
+        ));
+    }
+    let hosts = p
+        .hosts
+        .iter()
+        .map(|h| validate_host(&format!("{at}.hosts"), h, problems))
+        .collect();
     Provider {
         name: p.name,
+        hosts,
         issuer: p.issuer,
         client_id: p.client_id,
         client_secret,
@@ -213,27 +270,61 @@ fn validate_provider(p: ProviderFile, base: Option<&Path>, problems: &mut Vec<St
     }
 }
 
+/// With several providers each needs a name of its own, which cookie names are made of.
+fn validate_provider_names(providers: &[Provider], problems: &mut Vec<String>) {
+    if providers.len() < 2 {
+        return;
+    }
+    for (i, p) in providers.iter().enumerate() {
+        match &p.name {
+            None => problems.push(format!(
+                "providers[{i}].name: required with several providers (routes and sessions name it)"
+            )),
+            Some(name) if !is_provider_name(name) => problems.push(format!(
+                "providers[{i}].name: {name:?} must be lowercase letters, digits, '-' or '_'"
+            )),
+            Some(name) if providers[..i].iter().any(|o| o.name.as_ref() == Some(name)) => {
+                problems.push(format!("providers[{i}].name: {name:?} is taken"));
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn is_provider_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
 /// Without a `bearer` list, access tokens of the provider for its `audience` are accepted (what an
 /// Auth0 API client sends); without an audience either, no bearer tokens are.
 fn validate_bearer(
     b: Option<Vec<BearerFile>>,
-    provider: &Provider,
+    providers: &[Provider],
     base: Option<&Path>,
     problems: &mut Vec<String>,
 ) -> Vec<BearerIssuer> {
     let list = match b {
         Some(list) => list,
         None => {
-            return provider
-                .audience
-                .iter()
-                .map(|aud| BearerIssuer {
-                    issuer: provider.issuer.clone(),
-                    audiences: vec![aud.clone()],
-                    jwks_uri: None,
-                    opaque: None,
-                })
-                .collect();
+            let mut out: Vec<BearerIssuer> = Vec::new();
+            for p in providers {
+                let Some(aud) = &p.audience else { continue };
+                match out.iter_mut().find(|o| same_issuer(&o.issuer, &p.issuer)) {
+                    Some(known) if known.audiences.contains(aud) => {}
+                    Some(known) => known.audiences.push(aud.clone()),
+                    None => out.push(BearerIssuer {
+                        issuer: p.issuer.clone(),
+                        audiences: vec![aud.clone()],
+                        jwks_uri: None,
+                        opaque: None,
+                    }),
+                }
+            }
+            return out;
         }
     };
     let mut out: Vec<BearerIssuer> = Vec::new();
@@ -250,7 +341,7 @@ fn validate_bearer(
                 "{field}.issuer: listed twice; put all its audiences in one entry"
             ));
         }
-        let opaque = validate_opaque(&field, &entry, provider, base, problems);
+        let opaque = validate_opaque(&field, &entry, providers, base, problems);
         out.push(BearerIssuer {
             issuer: entry.issuer,
             audiences: entry.audiences,
@@ -265,7 +356,7 @@ fn validate_bearer(
 fn validate_opaque(
     field: &str,
     entry: &BearerFile,
-    provider: &Provider,
+    providers: &[Provider],
     base: Option<&Path>,
     problems: &mut Vec<String>,
 ) -> Option<(Ask, OpaqueLimits)> {
@@ -340,7 +431,11 @@ fn validate_opaque(
             })
         }
         // The login client introspects the tokens of its own provider.
-        OpaqueFile::Introspect if same_issuer(&entry.issuer, &provider.issuer) => {
+        OpaqueFile::Introspect
+            if let Some(provider) = providers
+                .iter()
+                .find(|p| same_issuer(&entry.issuer, &p.issuer)) =>
+        {
             if provider.client_secret.is_none() {
                 problems.push(format!(
                     "{field}.opaque: introspection needs a client secret: set provider.client_secret, or a client_id and client_secret here"
@@ -576,7 +671,11 @@ fn read_secret_file(field: &str, path: &Path, problems: &mut Vec<String>) -> Opt
     }
 }
 
-fn validate_routes(routes: Vec<RouteFile>, problems: &mut Vec<String>) -> Policy {
+fn validate_routes(
+    routes: Vec<RouteFile>,
+    providers: &[Provider],
+    problems: &mut Vec<String>,
+) -> Policy {
     let mut out: Vec<Route> = Vec::new();
     if routes.is_empty() {
         problems.push("routes: empty; every request would be denied".into());
@@ -623,18 +722,19 @@ fn validate_routes(routes: Vec<RouteFile>, problems: &mut Vec<String>) -> Policy
                 })
                 .collect::<Vec<_>>()
         });
-        let host = r.host.map(|h| {
-            let h = h.to_ascii_lowercase();
-            if h.is_empty()
-                || h.contains(['/', ':', ' '])
-                || h[1..].contains('*')
-                || (h.starts_with('*') && !h.starts_with("*."))
+        let host = r
+            .host
+            .map(|h| validate_host(&format!("{field}.host"), &h, problems));
+        let provider = r.provider.map(|name| {
+            if !providers
+                .iter()
+                .any(|p| p.name.as_deref() == Some(name.as_str()))
             {
                 problems.push(format!(
-                    "{field}.host: {h:?} must be a host name or *.domain (no port)"
+                    "{field}.provider: {name:?} names no provider (give the provider that name)"
                 ));
             }
-            HostMatch::parse(&h)
+            Arc::<str>::from(name)
         });
         let action = match r.action {
             ActionFile::Public => Action::Public,
@@ -677,9 +777,25 @@ fn validate_routes(routes: Vec<RouteFile>, problems: &mut Vec<String>) -> Policy
                 ModeFile::Enforce => RouteMode::Enforce,
                 ModeFile::Shadow => RouteMode::Shadow,
             },
+            provider,
         });
     }
     Policy::new(out)
+}
+
+/// A route's or a provider's host: a host name or `*.domain`, lowercased, no port.
+fn validate_host(field: &str, h: &str, problems: &mut Vec<String>) -> HostMatch {
+    let h = h.to_ascii_lowercase();
+    if h.is_empty()
+        || h.contains(['/', ':', ' '])
+        || h[1..].contains('*')
+        || (h.starts_with('*') && !h.starts_with("*."))
+    {
+        problems.push(format!(
+            "{field}: {h:?} must be a host name or *.domain (no port)"
+        ));
+    }
+    HostMatch::parse(&h)
 }
 
 fn validate_headers(h: &HeadersFile, problems: &mut Vec<String>) -> IdentityHeaders {

@@ -35,8 +35,8 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use tracing::Instrument as _;
 
-use crate::authz::login::LoginFlow;
 use crate::authz::login::backchannel::{self, BackchannelRefusal};
+use crate::authz::login::providers::Logins;
 use crate::authz::path::safe_return_to;
 use crate::authz::{Authorizer, AuthzRequest, Decision, DenyReason, DenyResponse, LiveAuthorizer};
 use crate::listener::GuardedListener;
@@ -111,10 +111,10 @@ async fn handle(
     // One authorizer for the whole request, whatever a reload does meanwhile.
     let authorizer = s.authorizer.load_full();
     if method == Method::POST
-        && let Some(login) = authorizer.login()
-        && login.backchannel_logout_path() == Some(uri.path())
+        && let Some(logins) = authorizer.logins()
+        && logins.first().backchannel_logout_path() == Some(uri.path())
     {
-        return backchannel(login, body).await;
+        return backchannel(logins, body).await;
     }
     let trusted = s.trusted.contains(peer.ip());
     let (asker, original) = match uri.path() {
@@ -155,14 +155,20 @@ async fn handle(
 
 /// The provider's back-channel logout (`login.backchannel_logout_path`): a form with one
 /// `logout_token`, from the provider itself (no forwarded headers are read).
-async fn backchannel(login: &LoginFlow, body: Body) -> Response {
+async fn backchannel(logins: &Logins, body: Body) -> Response {
     let outcome = match axum::body::to_bytes(body, MAX_LOGOUT_FORM).await {
         Ok(form) => {
             let mut tokens = url::form_urlencoded::parse(&form)
                 .filter(|(k, _)| k == "logout_token")
                 .map(|(_, v)| v.into_owned());
             match (tokens.next(), tokens.next()) {
-                (Some(token), None) => login.backchannel_logout(&token).await,
+                (Some(token), None) => {
+                    // Its issuer's flow checks it (every provider's tokens come to one path).
+                    logins
+                        .for_logout_token(&token)
+                        .backchannel_logout(&token)
+                        .await
+                }
                 _ => Err(BackchannelRefusal::Token(LogoutRejection::Token(
                     TokenRejection::Malformed,
                 ))),

@@ -48,6 +48,17 @@ impl Codec {
     /// `secrets` are the configured secrets (base64 of >= 32 random bytes, validated by the config);
     /// each becomes an AES key through HKDF-SHA256, so a secret is never used raw.
     pub fn new(secrets: &[Secret]) -> Self {
+        Self::for_provider(secrets, None)
+    }
+
+    /// [`Codec::new`] for the sessions of one of several providers: its own keys, so that a
+    /// cookie one provider's sign-in sealed never opens as another's. `None` (the first provider)
+    /// keeps the keys of a single-provider config, so its sessions outlive adding a second.
+    pub fn for_provider(secrets: &[Secret], provider: Option<&str>) -> Self {
+        let info = match provider {
+            None => b"aes-256-gcm".to_vec(),
+            Some(name) => format!("aes-256-gcm provider {name}").into_bytes(),
+        };
         let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"portcullis cookie keys");
         let keys = secrets
             .iter()
@@ -56,8 +67,9 @@ impl Codec {
                     .decode(s.expose().trim())
                     .unwrap_or_else(|_| s.expose().as_bytes().to_vec());
                 let prk = salt.extract(&raw);
+                let info: &[&[u8]] = &[&info];
                 let okm = prk
-                    .expand(&[b"aes-256-gcm"], &AES_256_GCM)
+                    .expand(info, &AES_256_GCM)
                     .expect("32 bytes is a valid HKDF output length");
                 LessSafeKey::new(UnboundKey::from(okm))
             })

@@ -30,6 +30,9 @@ pub struct Cookies {
     session: String,
     pass: String,
     secure: bool,
+    /// The session cookie names of every provider (this one's among them): none of their
+    /// cookies reaches the upstream, whichever provider's route the request took.
+    family: Vec<String>,
 }
 
 impl Cookies {
@@ -37,17 +40,34 @@ impl Cookies {
     pub const MAX_VALUE: usize = CHUNK * MAX_CHUNKS;
 
     pub fn new(base: &str, secure: bool) -> Self {
-        let session = if secure {
+        Self::for_providers(base, secure, &[None]).remove(0)
+    }
+
+    /// The cookies of each provider in `providers` (their names; `None` for the first, whose
+    /// cookies keep the names of a single-provider config): `<base>_<name>` for the others, so
+    /// that no name of one (`<base>-login-...`, chunks `<base>-1`) is another's.
+    pub fn for_providers(base: &str, secure: bool, providers: &[Option<&str>]) -> Vec<Self> {
+        let base = if secure {
             format!("__Host-{base}")
         } else {
             base.to_owned()
         };
-        let pass = format!("{session}-pass");
-        Self {
-            session,
-            pass,
-            secure,
-        }
+        let names: Vec<String> = providers
+            .iter()
+            .map(|p| match p {
+                None => base.clone(),
+                Some(name) => format!("{base}_{name}"),
+            })
+            .collect();
+        names
+            .iter()
+            .map(|session| Self {
+                pass: format!("{session}-pass"),
+                session: session.clone(),
+                secure,
+                family: names.clone(),
+            })
+            .collect()
     }
 
     pub fn session_name(&self) -> &str {
@@ -64,12 +84,14 @@ impl Cookies {
         format!("{}-login-{id}", self.session)
     }
 
-    /// Whether `name` is one of ours (session, chunks, login transactions): never sent upstream.
+    /// Whether `name` is one of this provider's (session, chunks, login transactions, pass).
     pub fn is_ours(&self, name: &str) -> bool {
-        name == self.session
-            || name
-                .strip_prefix(self.session.as_str())
-                .is_some_and(|rest| rest.starts_with('-'))
+        is_under(&self.session, name)
+    }
+
+    /// Whether `name` is any provider's: never sent upstream.
+    fn is_portcullis(&self, name: &str) -> bool {
+        self.family.iter().any(|session| is_under(session, name))
     }
 
     /// `Set-Cookie` values storing `value` under `name`, chunked when large. `present` are the
@@ -169,22 +191,22 @@ impl Cookies {
     /// splits a `;`-separated part only where one of ours follows it (two Cookie headers that
     /// Envoy joined with a comma).
     pub fn strip(&self, jar: &Jar<'_>) -> Stripped {
-        if !jar.pairs.iter().any(|(n, _)| self.is_ours(n)) {
+        if !jar.pairs.iter().any(|(n, _)| self.is_portcullis(n)) {
             return Stripped::Unchanged;
         }
         let mut kept: Vec<String> = Vec::new();
         for part in jar.header.split(';').map(str::trim) {
-            if part.is_empty() || self.is_ours(name(part)) && !part.contains(',') {
+            if part.is_empty() || self.is_portcullis(name(part)) && !part.contains(',') {
                 continue;
             }
             let pieces: Vec<&str> = part.split(',').collect();
-            if !pieces.iter().any(|p| self.is_ours(name(p))) {
+            if !pieces.iter().any(|p| self.is_portcullis(name(p))) {
                 kept.push(part.to_owned());
                 continue;
             }
             let rest: Vec<&str> = pieces
                 .into_iter()
-                .filter(|p| !self.is_ours(name(p)))
+                .filter(|p| !self.is_portcullis(name(p)))
                 .collect();
             if !rest.is_empty() {
                 kept.push(rest.join(","));
@@ -196,6 +218,14 @@ impl Cookies {
             Stripped::Rest(kept.join("; "))
         }
     }
+}
+
+/// `name` is the cookie `session` or one of its family (`<session>-...`).
+fn is_under(session: &str, name: &str) -> bool {
+    name == session
+        || name
+            .strip_prefix(session)
+            .is_some_and(|rest| rest.starts_with('-'))
 }
 
 /// The name of a `name=value` piece of a Cookie header (empty when it has no `=`).

@@ -107,6 +107,8 @@ pub struct SessionStore {
     shared: Option<RedisStore>,
     /// Sessions the provider ended (back-channel logout).
     revocations: Arc<Revocations>,
+    /// Whose ids revocations name: the provider's issuer.
+    scope: Arc<str>,
 }
 
 /// Who refreshes an access token, among the replicas sharing Redis.
@@ -160,17 +162,25 @@ impl SessionStore {
             hash: KeyedHash::random(),
             shared: None,
             revocations: Revocations::new(absolute, None),
+            scope: Arc::from(""),
         }
+    }
+
+    /// The provider (its issuer) whose sessions these are: what back-channel revocations match.
+    pub fn scoped_to(mut self, issuer: &str) -> Self {
+        self.scope = Arc::from(issuer.trim_end_matches('/'));
+        self
+    }
+
+    /// Ends, from its next request, every session of this provider that `what` names.
+    pub async fn revoke(&self, what: Revoked<'_>, now: u64) -> Result<(), StoreError> {
+        self.revocations.revoke(&self.scope, what, now).await
     }
 
     /// Checks every session against `revocations` (which a reload keeps).
     pub fn with_revocations(mut self, revocations: Arc<Revocations>) -> Self {
         self.revocations = revocations;
         self
-    }
-
-    pub fn revocations(&self) -> &Revocations {
-        &self.revocations
     }
 
     /// Shares one-time claims and refreshes with every replica using `redis`.
@@ -220,7 +230,7 @@ impl SessionStore {
         if now >= session.seen_at.saturating_add(self.idle.as_secs()) {
             return Err(SessionMiss::Idle);
         }
-        if self.revocations.ends(&session) {
+        if self.revocations.ends(&self.scope, &session) {
             // Gone from a server-side store too, so that no replica opens it again.
             if let Err(e) = self.backend.delete(&session.sid).await {
                 tracing::warn!(error = %e, "deleting a revoked session failed");

@@ -62,9 +62,10 @@ impl Revocations {
         })
     }
 
-    /// Remembers `what` as revoked at `now`, here and for every replica sharing Redis.
-    pub async fn revoke(&self, what: Revoked<'_>, now: u64) -> Result<(), StoreError> {
-        let member = member(what);
+    /// Remembers `what` of the provider `scope` (its issuer) as revoked at `now`, here and for
+    /// every replica sharing Redis.
+    pub async fn revoke(&self, scope: &str, what: Revoked<'_>, now: u64) -> Result<(), StoreError> {
+        let member = member(scope, what);
         self.local.insert(member.clone(), now);
         self.any.store(true, Ordering::Release);
         match &self.shared {
@@ -73,8 +74,9 @@ impl Revocations {
         }
     }
 
-    /// Whether the provider ended `s`.
-    pub fn ends(&self, s: &Session) -> bool {
+    /// Whether the provider `scope` (the issuer that signed `s` in) ended `s`. Ids are the
+    /// provider's own: another provider's `sub` of the same spelling is another user.
+    pub fn ends(&self, scope: &str, s: &Session) -> bool {
         if !self.any.load(Ordering::Acquire) {
             // The common case: nothing ever revoked, nothing to hash.
             return false;
@@ -84,10 +86,10 @@ impl Revocations {
             .claims
             .get("sid")
             .and_then(serde_json::Value::as_str)
-            .is_some_and(|sid| self.local.contains_key(&member(Revoked::Sid(sid))));
+            .is_some_and(|sid| self.local.contains_key(&member(scope, Revoked::Sid(sid))));
         let by_sub = self
             .local
-            .get(&member(Revoked::Sub(&s.principal.subject)))
+            .get(&member(scope, Revoked::Sub(&s.principal.subject)))
             .is_some_and(|at| s.created_at <= at);
         by_sid || by_sub
     }
@@ -120,12 +122,12 @@ impl Revocations {
 }
 
 /// The member for `what`: a hash, so neither Redis nor a memory dump holds the ids.
-fn member(what: Revoked<'_>) -> String {
+fn member(scope: &str, what: Revoked<'_>) -> String {
     let (kind, id) = match what {
         Revoked::Sid(sid) => ("sid", sid),
         Revoked::Sub(sub) => ("sub", sub),
     };
-    blake3::hash(format!("{kind}:{id}").as_bytes())
+    blake3::hash(format!("{scope}\n{kind}:{id}").as_bytes())
         .to_hex()
         .to_string()
 }
@@ -153,6 +155,8 @@ mod tests {
         }
     }
 
+    const OP: &str = "https://op.example";
+
     #[tokio::test]
     async fn a_provider_session_ends_its_sessions_and_a_user_those_begun_before() {
         let r = Revocations::new(Duration::from_secs(3600), None);
@@ -161,22 +165,28 @@ mod tests {
             session("alice", Some("op-2"), 100),
         );
         let bob = session("bob", Some("op-3"), 100);
-        assert!(![&a1, &a2, &bob].iter().any(|s| r.ends(s)));
-        r.revoke(Revoked::Sid("op-1"), 200).await.unwrap();
-        assert!(r.ends(&a1));
-        assert!(!r.ends(&a2), "another sign-in of the same user");
-        r.revoke(Revoked::Sub("alice"), 300).await.unwrap();
-        assert!(r.ends(&a2));
+        assert!(![&a1, &a2, &bob].iter().any(|s| r.ends(OP, s)));
+        r.revoke(OP, Revoked::Sid("op-1"), 200).await.unwrap();
+        assert!(r.ends(OP, &a1));
+        assert!(!r.ends(OP, &a2), "another sign-in of the same user");
+        r.revoke(OP, Revoked::Sub("alice"), 300).await.unwrap();
+        assert!(r.ends(OP, &a2));
         assert!(
-            !r.ends(&session("alice", Some("op-4"), 301)),
+            !r.ends(OP, &session("alice", Some("op-4"), 301)),
             "a later sign-in"
         );
-        assert!(!r.ends(&session("alice", None, 301)));
-        assert!(!r.ends(&bob));
+        assert!(!r.ends(OP, &session("alice", None, 301)));
+        assert!(!r.ends(OP, &bob));
         // The id `sid` of portcullis's own session is not the provider's.
-        r.revoke(Revoked::Sid("portcullis-own-id"), 400)
+        r.revoke(OP, Revoked::Sid("portcullis-own-id"), 400)
             .await
             .unwrap();
-        assert!(!r.ends(&bob));
+        assert!(!r.ends(OP, &bob));
+        // Another provider's bob is another user.
+        r.revoke("https://other.example", Revoked::Sub("bob"), 500)
+            .await
+            .unwrap();
+        assert!(!r.ends(OP, &bob));
+        assert!(r.ends("https://other.example", &bob));
     }
 }

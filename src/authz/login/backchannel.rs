@@ -118,7 +118,6 @@ impl LoginFlow {
             (None, None) => return Err(BackchannelRefusal::Token(LogoutRejection::NoSubject)),
         };
         self.sessions
-            .revocations()
             .revoke(what, now)
             .await
             .map_err(|_| BackchannelRefusal::StoreUnavailable)?;

@@ -12,6 +12,26 @@ use crate::session::{Purpose, Session, StoreError};
 use crate::token::{id_token, now_secs};
 
 impl LoginFlow {
+    /// Whether the browser holds this flow's login cookie for the callback's `state`: the sign-in
+    /// it completes began here.
+    pub(super) fn holds_login_for(&self, req: &AuthzRequest) -> bool {
+        let query = req.path.split_once('?').map_or("", |(_, q)| q);
+        let state = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v);
+        state.is_some_and(|state| {
+            is_issued_token(&state)
+                && self
+                    .sessions
+                    .cookies()
+                    .read(
+                        &req.cookies(),
+                        &self.sessions.cookies().login_name(&state[..16]),
+                    )
+                    .is_some()
+        })
+    }
+
     /// The IdP sent the browser back: check everything, exchange the code, start a session.
     pub async fn callback(&self, req: &AuthzRequest) -> Decision {
         let query = req.path.split_once('?').map_or("", |(_, q)| q);

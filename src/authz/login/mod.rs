@@ -7,6 +7,7 @@
 pub mod backchannel;
 mod callback;
 mod logout;
+pub mod providers;
 mod refresh;
 mod start;
 
@@ -21,7 +22,7 @@ use url::Url;
 use super::decision::{Decision, Page, PageReason};
 use super::pass::PassIssuer;
 use super::path::safe_return_to;
-use super::policy::{RouteName, host_of};
+use super::policy::{HostMatch, RouteName, host_of};
 use super::request::AuthzRequest;
 use crate::idp::TokenEndpoint;
 use crate::metrics::Metrics;
@@ -46,6 +47,11 @@ struct Transaction {
 
 /// The login settings from the config (the client's credentials are the [`TokenEndpoint`]'s).
 pub struct LoginSettings {
+    /// Which provider this flow signs in with (`provider.name`), and its issuer as configured.
+    pub provider: Option<Arc<str>>,
+    pub issuer: String,
+    /// With several providers: the hosts whose requests sign in here.
+    pub hosts: Vec<HostMatch>,
     pub scopes: Vec<String>,
     pub audience: Option<String>,
     pub extra_auth_params: Vec<(String, String)>,
