@@ -10,9 +10,11 @@ use serde_json::{Value, json};
 use support::*;
 
 struct Stack {
+    /// Where both providers post logout tokens (portcullis's HTTP port).
+    backchannel: String,
     corp: Op,
     partners: Op,
-    _portcullis: Portcullis,
+    portcullis: Portcullis,
     envoy: Envoy,
     upstream: EchoUpstream,
     _keys: tempfile::TempDir,
@@ -21,7 +23,7 @@ struct Stack {
 impl Stack {
     async fn start() -> Self {
         let upstream = EchoUpstream::start().await;
-        let grpc = free_port();
+        let (grpc, http) = (free_port(), free_port());
         let ports = EnvoyPorts::free(grpc, upstream.port);
         let site = |host: &str| format!("http://{host}.localhost:{}", ports.listener);
         let callback = |host: &str| format!("{}/authorization-code/callback", site(host));
@@ -49,15 +51,19 @@ impl Stack {
         })
         .await;
         let portcullis = Portcullis::start(&format!(
-            "listen: {{grpc: '127.0.0.1:{grpc}', admin: '127.0.0.1:{admin}'}}\n\
+            "listen: {{grpc: '127.0.0.1:{grpc}', admin: '127.0.0.1:{admin}', http_authz: '127.0.0.1:{http}'}}\n\
              providers:\n\
              - {{name: corp, issuer: '{corp}', client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}}}\n\
              - {{name: partners, issuer: '{partners}', client_id: {CLIENT_ID}, \
                 client_secret: {CLIENT_SECRET}, hosts: [partners.localhost]}}\n\
-             login: {{post_logout_redirect: /}}\n\
+             bearer:\n\
+             - {{issuer: '{corp}', audiences: ['{AUDIENCE}']}}\n\
+             - {{issuer: '{partners}', audiences: ['{AUDIENCE}']}}\n\
+             login: {{post_logout_redirect: /, backchannel_logout_path: /backchannel-logout}}\n\
              session: {{secure: false, secret: '{secret}'}}\n\
              routes:\n\
              - {{name: partner-reports, path_prefix: /partner-reports, action: login, provider: partners}}\n\
+             - {{name: api, path_prefix: /api/, action: api}}\n\
              - {{name: app, path_prefix: /, action: login}}\n",
             admin = free_port(),
             corp = corp.issuer,
@@ -67,9 +73,10 @@ impl Stack {
         .await;
         let envoy = Envoy::from_shipped("envoy/envoy.yaml", ports).await;
         Self {
+            backchannel: format!("http://127.0.0.1:{http}/backchannel-logout"),
             corp,
             partners,
-            _portcullis: portcullis,
+            portcullis,
             envoy,
             upstream,
             _keys: keys,
@@ -92,6 +99,33 @@ impl Stack {
         let back = b.login(user, &self.url(host, ""));
         assert_eq!(back["url"], self.url(host, path), "{back}");
         assert_eq!(self.user_under(path), format!("{user}@example.com"));
+    }
+
+    /// Posts `op`'s logout token (signed with fixture `key`) for user `sub`; the answer's status.
+    async fn logout_token(&self, key: &str, op: &Op, sub: &str, jti: &str) -> u16 {
+        let token = mint(
+            key,
+            &json!({
+                "iss": op.issuer, "aud": CLIENT_ID, "iat": now(), "exp": now() + 120, "jti": jti,
+                "sub": sub, "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+            }),
+        );
+        http_client()
+            .post(&self.backchannel)
+            .form(&[("logout_token", token)])
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Whether going to `path` on `host` passed through `op` (signed in again there).
+    fn asks(&self, b: &mut Browser, host: &str, path: &str, op: &Op) -> bool {
+        b.navigations();
+        let back = b.goto(&self.url(host, path));
+        assert_eq!(back["url"], self.url(host, path), "{back}");
+        b.navigations().iter().any(|u| u.starts_with(&op.issuer))
     }
 
     /// The user the upstream last saw on a path under `prefix`.
@@ -221,6 +255,30 @@ async fn each_host_and_route_signs_in_with_its_own_provider_and_keeps_its_own_se
         }
     }
 
+    // Back-channel logout: a provider's logout token ends its own sessions, of its own users.
+    assert_eq!(
+        s.logout_token("rs256-a", &s.corp, "bob", "corp-1").await,
+        200
+    );
+    assert!(
+        !s.asks(&mut b, "partners", "/app/bc1", &s.partners),
+        "corp's bob is another"
+    );
+    assert_eq!(
+        s.logout_token("rs256-b", &s.partners, "bob", "partners-1")
+            .await,
+        200
+    );
+    assert!(
+        s.asks(&mut b, "partners", "/app/bc2", &s.partners),
+        "bob signs in again"
+    );
+    assert!(
+        !s.asks(&mut b, "corp", "/app/bc3", &s.corp),
+        "alice is still in"
+    );
+    assert_eq!(s.user_under("/app/bc3"), "alice@example.com");
+
     // Logout on the corp host signs out of both of its sessions, and goes to the corp provider
     // (which sends the browser back to `/`, where it is asked to sign in again).
     b.navigations();
@@ -244,4 +302,48 @@ async fn each_host_and_route_signs_in_with_its_own_provider_and_keeps_its_own_se
     let back = b.goto(&s.url("partners", "/app/still"));
     assert_eq!(back["url"], s.url("partners", "/app/still"));
     assert_eq!(s.user_under("/app/still"), "bob@example.com");
+}
+
+#[tokio::test]
+#[ignore = "needs Envoy and two OpenID providers: run scripts/test"]
+async fn one_providers_bearer_tokens_are_not_for_anothers_routes() {
+    let s = Stack::start().await;
+    let token = |key: &str, op: &Op| {
+        mint(
+            key,
+            &json!({"iss": op.issuer, "aud": AUDIENCE, "sub": "svc", "iat": now(), "exp": now() + 300}),
+        )
+    };
+    let (corp, partners) = (token("rs256-a", &s.corp), token("rs256-b", &s.partners));
+    let status = async |host: &str, path: &str, token: &str| {
+        let r = http_client()
+            .get(format!("http://127.0.0.1:{}{path}", s.envoy.port()))
+            .header("host", format!("{host}.localhost"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.headers().contains_key("www-authenticate"),
+        )
+    };
+    assert_eq!(status("corp", "/api/x", &corp).await, (200, false));
+    assert_eq!(status("partners", "/api/x", &partners).await, (200, false));
+    assert_eq!(
+        status("corp", "/partner-reports/x", &partners).await,
+        (200, false)
+    );
+    for (host, path, token) in [
+        ("partners", "/api/x", &corp),
+        ("corp", "/api/x", &partners),
+        ("corp", "/partner-reports/x", &corp),
+    ] {
+        assert_eq!(status(host, path, token).await, (401, true), "{host}{path}");
+    }
+    let refused = s
+        .portcullis
+        .metric("portcullis_checks_total{route=\"api\",decision=\"deny\",reason=\"token_other_provider\"}")
+        .await;
+    assert_eq!(refused, 2);
 }

@@ -265,7 +265,12 @@ pub async fn check_providers(config: &Config) -> bool {
         println!("warning: {warning}");
     }
     if let Some(uri) = backchannel_logout_uri(config) {
-        println!("register at the provider: backchannel_logout_uri {uri}");
+        let at = if config.providers.len() > 1 {
+            "every provider"
+        } else {
+            "the provider"
+        };
+        println!("register at {at}: backchannel_logout_uri {uri}");
     }
     let mut ok = true;
     for cache in &core.caches {

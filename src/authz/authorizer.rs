@@ -195,6 +195,13 @@ impl Authorizer {
                         Err(why) => return self.deny(&route.name, DenyReason::Token(why)),
                     },
                 };
+                // With several providers, one's tokens are not for another's routes.
+                if let (Some(logins), Some(iss)) = (&self.logins, principal.claims.get("iss"))
+                    && let Some(iss) = iss.as_str()
+                    && logins.is_other_providers(host, route, iss)
+                {
+                    return self.deny(&route.name, DenyReason::OtherProvider);
+                }
                 if let Err(unmet) = route.require.check(&principal) {
                     return self.unmet(&route.name, unmet, principal);
                 }

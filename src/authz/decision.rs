@@ -283,6 +283,8 @@ pub enum DenyReason {
     RouteDenied,
     Requirement(Unmet),
     SessionStoreUnavailable,
+    /// A bearer token of another login provider than the route's (with several).
+    OtherProvider,
 }
 
 impl DenyReason {
@@ -299,6 +301,7 @@ impl DenyReason {
             Self::Requirement(Unmet::Group) => "group_required",
             Self::Requirement(Unmet::EmailDomain) => "email_domain_required",
             Self::SessionStoreUnavailable => "session_store_unavailable",
+            Self::OtherProvider => "token_other_provider",
         }
     }
 }

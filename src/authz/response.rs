@@ -87,6 +87,12 @@ impl Deny {
                     "the token is not valid",
                 ),
             },
+            DenyReason::OtherProvider => (
+                401,
+                Some(BearerError::InvalidToken),
+                "invalid_token",
+                "the token is not valid",
+            ),
             DenyReason::Path(_) | DenyReason::InvalidRequest => {
                 (400, None, "bad_request", "the request cannot be authorized")
             }

@@ -96,9 +96,11 @@ impl Config {
         ] {
             redact(&mut value, path);
         }
-        if let Some(Value::Sequence(issuers)) = value.get_mut("bearer") {
-            for issuer in issuers {
-                redact(issuer, &["client_secret"]);
+        for list in ["bearer", "providers"] {
+            if let Some(Value::Sequence(entries)) = value.get_mut(list) {
+                for entry in entries {
+                    redact(entry, &["client_secret"]);
+                }
             }
         }
         Ok(serde_yaml_ng::to_string(&value).expect("a YAML tree always serializes"))

@@ -810,3 +810,117 @@ fn an_upstream_assertion_is_checked_and_defaulted() {
     .join("\n");
     assert!(no_secret.contains("needs session.secret"), "{no_secret}");
 }
+
+#[test]
+fn several_providers_are_named_and_picked_by_host_or_route() {
+    let c = load(&format!(
+        "providers:\n\
+         - {{name: corp, issuer: 'https://corp.auth0.com/', client_id: a, audience: api}}\n\
+         - {{name: partners, issuer: 'https://partners.example/', client_id: b, audience: api2, \
+            hosts: [partners.example.com, '*.partners.example.com']}}\n\
+         session: {{secret: '{SECRET}'}}\n\
+         routes:\n\
+         - {{name: reports, path_prefix: /reports, action: login, provider: partners}}\n\
+         - {{name: app, path_prefix: /, action: login}}\n"
+    ))
+    .unwrap();
+    assert_eq!(c.providers.len(), 2);
+    assert_eq!(c.provider().client_id, "a", "the first is the default");
+    assert_eq!(c.providers[1].hosts.len(), 2);
+    assert!(c.providers[1].hosts[1].matches("eu.partners.example.com"));
+    assert_eq!(c.policy.routes()[0].provider.as_deref(), Some("partners"));
+    assert_eq!(c.policy.routes()[1].provider, None);
+    // Without a bearer list, each provider's audience is accepted from it.
+    let bearer: Vec<_> = c
+        .bearer
+        .iter()
+        .map(|b| (b.issuer.as_str(), b.audiences.clone()))
+        .collect();
+    assert_eq!(
+        bearer,
+        [
+            ("https://corp.auth0.com/", vec!["api".to_owned()]),
+            ("https://partners.example/", vec!["api2".to_owned()])
+        ]
+    );
+}
+
+#[test]
+fn provider_lists_that_cannot_work_are_refused() {
+    let p = |name: &str, extra: &str| {
+        format!("- {{name: {name}, issuer: 'https://{name}.example/', client_id: c{extra}}}\n")
+    };
+    for (yaml, expected) in [
+        (
+            format!(
+                "provider: {{issuer: 'https://a.example/', client_id: c}}\nproviders:\n{}",
+                p("b", "")
+            ),
+            "set provider (one) or providers (several), not both",
+        ),
+        ("providers: []\n".to_owned(), "providers: at least one"),
+        (
+            format!(
+                "providers:\n{}- {{issuer: 'https://x.example/', client_id: c}}\n",
+                p("a", "")
+            ),
+            "providers[1].name: required with several providers",
+        ),
+        (
+            format!("providers:\n{}{}", p("a", ""), p("a", "")),
+            "providers[1].name: \"a\" is taken",
+        ),
+        (
+            format!("providers:\n{}{}", p("a", ""), p("B", "")),
+            "must be lowercase letters",
+        ),
+        (
+            format!("providers:\n{}", p("a", ", hosts: [a.example]")),
+            "providers[0].hosts: only with several providers",
+        ),
+        (
+            format!(
+                "providers:\n{}{}",
+                p("a", ""),
+                p("b", ", hosts: ['a.example:443']")
+            ),
+            "providers[1].hosts: \"a.example:443\" must be a host name",
+        ),
+        (
+            format!("providers:\n{}{}", p("a", ""), p("b", ", leeway: 5m")),
+            "providers[1].leeway: at most 60s",
+        ),
+        (
+            format!(
+                "providers:\n{}{}routes: [{{name: r, path_prefix: /, action: login, provider: c}}]\n",
+                p("a", ""),
+                p("b", "")
+            ),
+            "routes[0].provider: \"c\" names no provider",
+        ),
+        (
+            format!(
+                "providers:\n{}{}session: {{secret: '{SECRET}'}}\npass: {{enabled: true}}\n",
+                p("a", ""),
+                p("b", "")
+            ),
+            "pass.enabled: with one provider only",
+        ),
+    ] {
+        let said = problems(&yaml).join("\n");
+        assert!(said.contains(expected), "{yaml}\n=> {said}");
+    }
+}
+
+#[test]
+fn every_providers_secret_is_redacted_in_the_effective_config() {
+    let yaml = "providers:\n\
+                - {name: a, issuer: 'https://a.example/', client_id: c, client_secret: first-secret}\n\
+                - {name: b, issuer: 'https://b.example/', client_id: c, client_secret: second-secret}\n";
+    let printed = Config::effective(yaml, &Env::new(), None).unwrap();
+    assert!(
+        !printed.contains("first-secret") && !printed.contains("second-secret"),
+        "{printed}"
+    );
+    assert_eq!(printed.matches("<redacted>").count(), 2, "{printed}");
+}

@@ -172,6 +172,17 @@ impl SessionStore {
         self
     }
 
+    /// When a session of `sub` signed in at `now` begins: `now`, or just after the provider
+    /// ended the user's sessions in this same second. A user revoked by `sub` (every session
+    /// begun at or before then) who signs in again at once must not be revoked with them: that
+    /// would send the browser round the provider until the clock ticks.
+    pub fn begins(&self, sub: &str, now: u64) -> u64 {
+        match self.revocations.revoked_at(&self.scope, Revoked::Sub(sub)) {
+            Some(at) if at >= now => at + 1,
+            _ => now,
+        }
+    }
+
     /// Ends, from its next request, every session of this provider that `what` names.
     pub async fn revoke(&self, what: Revoked<'_>, now: u64) -> Result<(), StoreError> {
         self.revocations.revoke(&self.scope, what, now).await
@@ -399,6 +410,27 @@ mod tests {
             created_at: now,
             seen_at: now,
         }
+    }
+
+    #[tokio::test]
+    async fn a_user_revoked_this_second_who_signs_in_again_stays_in() {
+        let st = store().scoped_to("https://op.example/");
+        assert_eq!(st.begins("sub", 1_000), 1_000);
+        st.revoke(Revoked::Sub("sub"), 1_000).await.unwrap();
+        let again = st.begins("sub", 1_000);
+        assert_eq!(again, 1_001, "after the revocation, not in the same second");
+        let mut s = session(1_000);
+        assert!(
+            st.revocations.ends(&st.scope, &s),
+            "the session before it ends"
+        );
+        s.created_at = again;
+        assert!(
+            !st.revocations.ends(&st.scope, &s),
+            "the one after it does not"
+        );
+        assert_eq!(st.begins("sub", 1_005), 1_005);
+        assert_eq!(st.begins("other", 1_000), 1_000);
     }
 
     fn jar(lines: &[String]) -> String {

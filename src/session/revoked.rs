@@ -88,10 +88,17 @@ impl Revocations {
             .and_then(serde_json::Value::as_str)
             .is_some_and(|sid| self.local.contains_key(&member(scope, Revoked::Sid(sid))));
         let by_sub = self
-            .local
-            .get(&member(scope, Revoked::Sub(&s.principal.subject)))
+            .revoked_at(scope, Revoked::Sub(&s.principal.subject))
             .is_some_and(|at| s.created_at <= at);
         by_sid || by_sub
+    }
+
+    /// When `what` of the provider `scope` was revoked, if it was.
+    pub fn revoked_at(&self, scope: &str, what: Revoked<'_>) -> Option<u64> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        self.local.get(&member(scope, what))
     }
 
     /// Reads what other replicas revoked since the last read, and forgets what no session can

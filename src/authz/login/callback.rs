@@ -146,6 +146,8 @@ impl LoginFlow {
         );
         let access_expires_at =
             access_expiry(tokens.expires_in, tokens.access_token.as_deref(), now);
+        // After the provider ended this user's sessions: this one begins after it.
+        let created_at = self.sessions.begins(&principal.subject, now);
         let session = Session {
             sid: random_token(),
             principal,
@@ -154,7 +156,7 @@ impl LoginFlow {
             access_expires_at,
             access_issued_at: now,
             refresh_token: tokens.refresh_token,
-            created_at: now,
+            created_at,
             seen_at: now,
         };
         let present = jar.names();

@@ -50,6 +50,18 @@ impl Logins {
             .unwrap_or(&self.first)
     }
 
+    /// Whether `issuer` is another provider's than the one `route` signs in with on `host`: its
+    /// bearer tokens are not for this route (tokens of issuers that sign no one in are judged by
+    /// `bearer` alone).
+    pub fn is_other_providers(&self, host: &str, route: &Route, issuer: &str) -> bool {
+        if self.more.is_empty() {
+            return false;
+        }
+        let own = self.for_request(host, Some(route));
+        !same_issuer(&own.settings.issuer, issuer)
+            && self.all().any(|f| same_issuer(&f.settings.issuer, issuer))
+    }
+
     /// The flow whose login this callback completes: the one holding the login cookie its
     /// `state` names (one host may sign in with several providers, by route); else the host's,
     /// which refuses it.
