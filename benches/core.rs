@@ -2,7 +2,8 @@
 //! Each group puts portcullis's work beside a baseline measured in the same run, so the ratio is
 //! what to read: cold bearer validation against the raw RS256 signature check of the same crypto
 //! library, the cache key's hash against SHA-256, sealing and opening a session cookie, and whole
-//! decisions (cached bearer, cookie session) against the cost of polling a ready future.
+//! decisions (cached bearer, cookie session) against the cost of polling a ready future, and a
+//! decision with an upstream assertion against the same decision without one.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -104,9 +105,14 @@ fn bearer(c: &mut Criterion) {
 /// The service's own core, built from a config as `portcullis serve` builds it, with the fixture
 /// key installed in place of discovery (no provider is asked during a decision).
 fn core(rt: &tokio::runtime::Runtime, secret: &str) -> Core {
+    core_with(rt, secret, "")
+}
+
+/// [`core`] with more top-level config keys (`extra`, YAML lines).
+fn core_with(rt: &tokio::runtime::Runtime, secret: &str, extra: &str) -> Core {
     let yaml = format!(
         "provider:\n  issuer: '{ISS}'\n  client_id: amundsen\n  client_secret: s3cret\n  audience: '{AUD}'\n\
-         session: {{secret: '{secret}'}}\n\
+         session: {{secret: '{secret}'}}\n{extra}\
          routes:\n\
          - {{name: api, path_prefix: /api/, action: api}}\n\
          - {{name: app, path_prefix: /, action: login}}\n"
@@ -216,6 +222,57 @@ fn decision(c: &mut Criterion) {
     g.finish();
 }
 
+/// `upstream.assertion`: a cached bearer decision with and without it, and what signing one
+/// costs (what every request would pay without the cache of one assertion per caller and route).
+fn assertion(c: &mut Criterion) {
+    let rt = runtime();
+    let secret = support::session_secret();
+    let plain = core(&rt, &secret);
+    let asserting = core_with(
+        &rt,
+        &secret,
+        "upstream: {assertion: {audience: amundsen}}\n",
+    );
+    let mut req = AuthzRequest {
+        method: "GET".into(),
+        authority: "amundsen.example.com".into(),
+        scheme: "https".into(),
+        path: "/api/metadata/v0/table/gold.core.users".into(),
+        ..Default::default()
+    };
+    req.headers
+        .insert("authorization".into(), format!("Bearer {}", token(0)));
+    let (plain, asserting) = (
+        plain.authorizer.load_full(),
+        asserting.authorizer.load_full(),
+    );
+    let _context = rt.enter();
+    let d = futures::executor::block_on(asserting.check(&req));
+    let Decision::Allow(a) = d else {
+        panic!("{d:?}")
+    };
+    assert!(
+        a.set_headers
+            .iter()
+            .any(|(n, _)| &**n == "x-portcullis-assertion")
+    );
+    let keys = portcullis::token::pass::PassKeys::derive(&[Secret::new(secret.clone())]);
+    let claims = serde_json::json!({"iss": "https://portcullis.invalid/", "aud": "amundsen",
+        "sub": "auth0|123", "user": "alice@example.com", "email": "alice@example.com",
+        "email_verified": true, "groups": ["ops"], "route": "api", "iat": 1, "exp": 61});
+    let mut g = c.benchmark_group("upstream assertion");
+    g.bench_function("cached bearer, no assertion", |b| {
+        b.iter(|| futures::executor::block_on(plain.check(&req)))
+    });
+    g.bench_function("cached bearer, with its assertion", |b| {
+        b.iter(|| futures::executor::block_on(asserting.check(&req)))
+    });
+    g.bench_function("signing one assertion (EdDSA, what the cache saves)", |b| {
+        b.iter(|| keys.sign(&claims).unwrap())
+    });
+    g.finish();
+}
+
 fn session_cookie(c: &mut Criterion) {
     let codec = Codec::new(&[Secret::new(portcullis::secret::generate_base64(32))]);
     // About what a session with an Auth0 ID token, access token and refresh token weighs.
@@ -231,5 +288,5 @@ fn session_cookie(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bearer, decision, session_cookie);
+criterion_group!(benches, bearer, decision, assertion, session_cookie);
 criterion_main!(benches);

@@ -30,6 +30,8 @@ pub struct Endpoints {
     pub upstream: HostPort,
     pub grpc: HostPort,
     pub admin: HostPort,
+    /// portcullis's HTTP port (`listen.http_authz`), where the provider's logout tokens go.
+    pub http: Option<HostPort>,
     pub envoy_admin: SocketAddr,
 }
 
@@ -291,6 +293,9 @@ impl<'a> Writer<'a> {
             );
             self.envoy_route(&PathMatch::Exact(path), None, None, Fast::Off);
         }
+        if let Some(path) = login.backchannel_logout_path.clone() {
+            self.backchannel_route(&path);
+        }
         for route in routes {
             let fast = self.fast(route);
             self.line(
@@ -381,6 +386,37 @@ impl<'a> Writer<'a> {
         };
         self.line(14, &format!("- match: {{ {matcher}{headers} }}"));
         self.route_tail(route, fast);
+    }
+
+    /// The provider's back-channel logout: a POST straight to portcullis's HTTP port, with no
+    /// JWT and no ext_authz (the logout token in the body is the credential, checked there).
+    fn backchannel_route(&mut self, path: &str) {
+        if self.endpoints.http.is_none() {
+            self.line(
+                14,
+                "# back-channel logout: not routed (it is served on listen.http_authz, which is not set)",
+            );
+            return;
+        }
+        self.line(
+            14,
+            "# back-channel logout: the provider's POST goes to portcullis's HTTP port as it is",
+        );
+        self.line(
+            14,
+            &format!(
+                "- match: {{ path: {}, headers: [{{ name: \":method\", string_match: {{ exact: POST }} }}] }}",
+                q(path)
+            ),
+        );
+        self.line(16, "route: { cluster: portcullis_http }");
+        self.line(16, "typed_per_filter_config:");
+        self.line(18, "envoy.filters.http.jwt_authn:");
+        self.line(20, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig");
+        self.line(20, "disabled: true");
+        self.line(18, "envoy.filters.http.ext_authz:");
+        self.line(20, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute");
+        self.line(20, "disabled: true");
     }
 
     /// A route's action and per-filter settings, after its `match`.
@@ -508,6 +544,11 @@ impl<'a> Writer<'a> {
             self.line(20, "- provider_name: pass");
         }
         self.line(20, "- allow_missing_or_failed: {}");
+        // No bearer issuer, no bearer requirement (no route names it): Envoy refuses a
+        // `requires_any` of fewer than two.
+        if self.bearer.is_empty() {
+            return;
+        }
         self.line(16, "bearer:");
         self.line(18, "requires_any:");
         self.line(20, "requirements:");
@@ -613,6 +654,9 @@ impl<'a> Writer<'a> {
         self.cluster("portcullis", &e.grpc, true, true);
         self.cluster("portcullis_admin", &e.admin, false, false);
         self.cluster("upstream", &e.upstream, false, false);
+        if let (Some(http), Some(_)) = (&e.http, &self.config.login.backchannel_logout_path) {
+            self.cluster("portcullis_http", http, false, false);
+        }
         for (i, b) in self.bearer.iter().enumerate() {
             let host = b.jwks_uri.host_str().unwrap_or_default().to_owned();
             let port = b.jwks_uri.port_or_known_default().unwrap_or(443);

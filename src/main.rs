@@ -56,6 +56,10 @@ enum Command {
         /// portcullis's admin port as Envoy reaches it (default: listen.admin), for the pass keys.
         #[arg(long)]
         portcullis_admin: Option<HostPort>,
+        /// portcullis's HTTP port as Envoy reaches it (default: listen.http_authz), for the
+        /// provider's back-channel logout.
+        #[arg(long)]
+        portcullis_http: Option<HostPort>,
         /// Envoy's own admin interface.
         #[arg(long, default_value = "127.0.0.1:9901")]
         envoy_admin: std::net::SocketAddr,
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             upstream,
             portcullis_grpc,
             portcullis_admin,
+            portcullis_http,
             envoy_admin,
         } => {
             let Some(config) = load(Some(&config)) else {
@@ -106,6 +111,7 @@ fn main() -> ExitCode {
                 upstream,
                 grpc: portcullis_grpc.unwrap_or_else(|| HostPort::reaching(config.listen.grpc)),
                 admin: portcullis_admin.unwrap_or_else(|| HostPort::reaching(config.listen.admin)),
+                http: portcullis_http.or_else(|| config.listen.http_authz.map(HostPort::reaching)),
                 envoy_admin,
             };
             let client = portcullis::idp::IdpClient::new(Default::default());

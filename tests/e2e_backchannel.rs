@@ -136,3 +136,75 @@ async fn check_config_names_the_url_to_register_and_where_it_is_served() {
         "{unserved}"
     );
 }
+
+/// The fast path's generated bootstrap routes the provider's POST to portcullis's HTTP port,
+/// past `jwt_authn` and ext_authz (its logout token is the credential).
+#[tokio::test]
+#[ignore = "needs Envoy and the OpenID provider: run scripts/test"]
+async fn the_generated_envoy_routes_logout_tokens_to_portcullis() {
+    let op = Op::start(OpOptions::auth0()).await;
+    let upstream = EchoUpstream::start().await;
+    let (grpc, admin, http) = (free_port(), free_port(), free_port());
+    let secret = session_secret();
+    let portcullis = Portcullis::start(&format!(
+        "listen: {{grpc: '127.0.0.1:{grpc}', admin: '127.0.0.1:{admin}', http_authz: '127.0.0.1:{http}'}}\n\
+         provider: {{issuer: '{issuer}', client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}}}\n\
+         login: {{backchannel_logout_path: /backchannel-logout}}\n\
+         session: {{secure: false, secret: '{secret}'}}\n\
+         pass: {{enabled: true}}\nupstream: {{authorization: none}}\n\
+         routes: [{{name: app, path_prefix: /, action: login}}]\n",
+        issuer = op.issuer,
+    ))
+    .await;
+    let envoy = Envoy::start(&fast_path_config(
+        &portcullis,
+        EnvoyPorts::free(grpc, upstream.port),
+    ))
+    .await;
+    let cookie = session_cookie(&secret, false, "hal@example.com", "at").await;
+    let page = async || {
+        http_client()
+            .get(format!("{}/page", envoy.url))
+            .header("cookie", &cookie)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(page().await, 200);
+    let post = async |token: &str| {
+        let r = http_client()
+            .post(format!("{}/backchannel-logout", envoy.url))
+            .form(&[("logout_token", token)])
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    // A forged one: portcullis's own 400 with its reason, not ext_authz's 401.
+    let forged = mint(
+        "rs256-b",
+        &json!({"iss": op.issuer, "aud": CLIENT_ID, "iat": now(), "exp": now() + 120,
+            "jti": "forged", "sub": "auth0|hal@example.com",
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
+    );
+    let (status, body) = post(&forged).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("error_description"), "{body}");
+    let real = mint(
+        "rs256-a",
+        &json!({"iss": op.issuer, "aud": CLIENT_ID, "iat": now(), "exp": now() + 120,
+            "jti": "through-envoy", "sub": "auth0|hal@example.com",
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
+    );
+    assert_eq!(post(&real).await.0, 200);
+    assert_eq!(page().await, 401, "the session ended");
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .all(|r| !r.uri.contains("backchannel"))
+    );
+}
