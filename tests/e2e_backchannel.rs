@@ -35,15 +35,7 @@ async fn a_logout_token_posted_to_one_replica_ends_the_session_on_the_other() {
     let cookie = session_cookie(&secret, false, "fay@example.com", "at").await;
     let other = session_cookie(&secret, false, "gus@example.com", "at").await;
     let status = async |base: &str, cookie: &str| {
-        http.get(format!("{base}/page"))
-            .header("host", "app.example")
-            .header("cookie", cookie)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        status_with_cookie(&format!("{base}/page"), Some("app.example"), cookie).await
     };
     assert_eq!(
         (status(&a, &cookie).await, status(&b, &cookie).await),
@@ -162,17 +154,7 @@ async fn the_generated_envoy_routes_logout_tokens_to_portcullis() {
     ))
     .await;
     let cookie = session_cookie(&secret, false, "hal@example.com", "at").await;
-    let page = async || {
-        http_client()
-            .get(format!("{}/page", envoy.url))
-            .header("cookie", &cookie)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    let page = async || status_with_cookie(&format!("{}/page", envoy.url), None, &cookie).await;
     assert_eq!(page().await, 200);
     let post = async |token: &str| {
         let r = http_client()

@@ -818,20 +818,22 @@ async fn logout_returns_to_the_configured_origin_whatever_the_host() {
     assert_eq!(back, [format!("http://127.0.0.1:{}/", s.envoy.port())]);
 }
 
+/// `portcullis envoy-config --config <config>`, with a fresh session secret from the environment.
+fn envoy_config(config: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("envoy-config")
+        .arg("--config")
+        .arg(config)
+        .env("PORTCULLIS_SESSION__SECRET", session_secret())
+        .output()
+        .unwrap()
+}
+
 /// envoy/fast-path.yaml is what `portcullis envoy-config` makes of deploy/fast-path.portcullis.yaml
 /// today: it never drifts from the generator.
 #[test]
 fn the_shipped_fast_path_bootstrap_is_the_generators_output() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .current_dir(repo_root())
-        .args([
-            "envoy-config",
-            "--config",
-            "deploy/fast-path.portcullis.yaml",
-        ])
-        .env("PORTCULLIS_SESSION__SECRET", session_secret())
-        .output()
-        .unwrap();
+    let out = envoy_config(&repo_root().join("deploy/fast-path.portcullis.yaml"));
     assert!(
         out.status.success(),
         "{}",
@@ -852,13 +854,7 @@ fn the_generator_refuses_what_it_cannot_express_and_prints_nothing() {
     let run = |yaml: &str| {
         let path = dir.path().join("portcullis.yaml");
         std::fs::write(&path, yaml).unwrap();
-        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .arg("envoy-config")
-            .arg("--config")
-            .arg(&path)
-            .env("PORTCULLIS_SESSION__SECRET", session_secret())
-            .output()
-            .unwrap()
+        envoy_config(&path)
     };
     let base = "provider: {issuer: 'https://tenant.example/', client_id: a}\n";
     for (yaml, says) in [
@@ -897,13 +893,7 @@ fn with_an_upstream_assertion_the_generated_routes_all_ask_portcullis() {
             ),
         )
         .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .arg("envoy-config")
-            .arg("--config")
-            .arg(&path)
-            .env("PORTCULLIS_SESSION__SECRET", session_secret())
-            .output()
-            .unwrap();
+        let out = envoy_config(&path);
         assert!(
             out.status.success(),
             "{}",

@@ -150,18 +150,11 @@ impl Stack {
             .collect()
     }
 
-    /// What an API-like request to `path` on `host` with just `cookie` gets.
+    /// What a script's request to `path` on `host` with just `cookie` gets.
     async fn status_with(&self, host: &str, path: &str, cookie: &str) -> u16 {
-        http_client()
-            .get(format!("http://127.0.0.1:{}{path}", self.envoy.port()))
-            .header("host", format!("{host}.localhost:{}", self.envoy.port()))
-            .header("cookie", cookie)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        let url = format!("http://127.0.0.1:{}{path}", self.envoy.port());
+        let host = format!("{host}.localhost:{}", self.envoy.port());
+        status_with_cookie(&url, Some(&host), cookie).await
     }
 }
 

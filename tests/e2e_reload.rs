@@ -224,16 +224,8 @@ async fn a_rotated_session_secret_opens_old_sessions_until_it_is_dropped() {
     let envoy =
         Envoy::from_shipped("envoy/envoy.yaml", EnvoyPorts::free(grpc, upstream.port)).await;
     let http = http_client();
-    let status = async |cookie: &str| {
-        http.get(format!("{}/page", envoy.url))
-            .header("cookie", cookie)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    let status =
+        async |cookie: &str| status_with_cookie(&format!("{}/page", envoy.url), None, cookie).await;
     let jwks = async || {
         http.get(format!("{}/.well-known/jwks.json", portcullis.admin))
             .send()

@@ -75,14 +75,7 @@ impl IdpClient {
             .get(url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .bearer_auth(token);
-        let result = self.send_bounded(url, request).await;
-        let label = if matches!(&result, Ok((s, _)) if s.is_success()) {
-            FetchResult::ok
-        } else {
-            FetchResult::error
-        };
-        self.metrics.idp_call(endpoint, label, started.elapsed());
-        result.map(|(s, b)| (s.as_u16(), b))
+        self.send_counted(endpoint, url, request, started).await
     }
 
     async fn get_bounded(&self, url: &Url) -> Result<bytes::Bytes, IdpError> {
@@ -132,6 +125,17 @@ impl IdpClient {
             }
         };
         let request = request.form(&fields);
+        self.send_counted(endpoint, url, request, started).await
+    }
+
+    /// [`Self::send_bounded`], counted as a call to `endpoint` that succeeded with a 2xx.
+    async fn send_counted(
+        &self,
+        endpoint: IdpEndpoint,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+        started: Instant,
+    ) -> Result<(u16, bytes::Bytes), IdpError> {
         let result = self.send_bounded(url, request).await;
         let label = if matches!(&result, Ok((s, _)) if s.is_success()) {
             FetchResult::ok

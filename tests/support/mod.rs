@@ -69,6 +69,19 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// What a script (`Accept: application/json`) gets for `GET url` with `cookie` (and `host` as the
+/// Host header, when given): 200, or the 401 that a missing or refused session gets.
+pub async fn status_with_cookie(url: &str, host: Option<&str>, cookie: &str) -> u16 {
+    let mut request = http_client()
+        .get(url)
+        .header("cookie", cookie)
+        .header("accept", "application/json");
+    if let Some(host) = host {
+        request = request.header("host", host);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
 /// Sends `GET <path> HTTP/1.1` to 127.0.0.1:`port` with `path` exactly as given (HTTP clients
 /// resolve "..", "%2e" and "//" before sending, which would hide what the server does with them)
 /// and returns the status code.
