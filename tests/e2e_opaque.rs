@@ -272,3 +272,57 @@ async fn userinfo_takes_a_users_opaque_token_and_refuses_a_machines() {
     assert_eq!(s.denied("token_inactive").await, 1);
     assert_eq!(s.asked("introspection").await, 0);
 }
+
+/// `check-config` names the endpoint each opaque entry asks, and refuses one its provider does not
+/// publish (Auth0 has no introspection endpoint).
+#[tokio::test]
+#[ignore = "needs the OP: run scripts/test"]
+async fn check_config_finds_the_endpoint_opaque_tokens_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |op: &Op, mode: &str| {
+        let path = dir.path().join("portcullis.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "provider: {{issuer: '{issuer}', client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}}}\n\
+                 bearer: [{{issuer: '{issuer}', audiences: ['{AUDIENCE}'], opaque: {mode}}}]\n",
+                issuer = op.issuer
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), said)
+    };
+    let op = Op::start(OpOptions::auth0()).await;
+    let (ok, said) = run(&op, "introspect");
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("ok: bearer[0] opaque tokens: introspection at http://127.0.0.1:"),
+        "{said}"
+    );
+    let like_auth0 = Op::start(OpOptions {
+        no_introspection: true,
+        ..OpOptions::auth0()
+    })
+    .await;
+    let (ok, said) = run(&like_auth0, "introspect");
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("error: bearer[0].opaque: introspection, but")
+            && said.contains("names no introspection_endpoint (Auth0 has none"),
+        "{said}"
+    );
+    let (ok, said) = run(&like_auth0, "userinfo");
+    assert!(ok, "{said}");
+    assert!(said.contains("ok: bearer[0] opaque tokens: userinfo at"), "{said}");
+}

@@ -11,6 +11,7 @@ use tonic_health::ServingStatus;
 
 use crate::config::Config;
 use crate::grpc::AuthorizationService;
+use crate::idp::{Ask, IdpClient, ProviderMetadata};
 use crate::listener::GuardedListener;
 use crate::metrics::{FetchTrigger, Metrics};
 use crate::readiness::{Loaded, Readiness};
@@ -278,6 +279,40 @@ pub async fn check_providers(config: &Config) -> bool {
             Ok(()) => println!("ok: {}", cache.describe()),
             Err(e) => {
                 eprintln!("error: {e}");
+                ok = false;
+            }
+        }
+    }
+    ok &= check_opaque(config, &core.metrics).await;
+    ok
+}
+
+/// `check-config`: the endpoint each `bearer[].opaque` asks, as its provider publishes it (Auth0
+/// has no introspection endpoint: a config that says `introspect` would answer 503 at runtime).
+async fn check_opaque(config: &Config, metrics: &Arc<Metrics>) -> bool {
+    let client = IdpClient::new(metrics.clone());
+    let mut ok = true;
+    for (i, b) in config.bearer.iter().enumerate() {
+        let Some((ask, _)) = &b.opaque else {
+            continue;
+        };
+        let kind = ask.kind();
+        let Ok(metadata) = ProviderMetadata::discover(&client, &b.issuer).await else {
+            continue; // its key cache said why, above
+        };
+        match ask.endpoint(&metadata) {
+            Ok(url) => println!("ok: bearer[{i}] opaque tokens: {kind} at {url}"),
+            Err(_) => {
+                let hint = match ask {
+                    Ask::Introspect(_) => {
+                        " (Auth0 has none: opaque: userinfo asks its userinfo endpoint)"
+                    }
+                    Ask::Userinfo => "",
+                };
+                eprintln!(
+                    "error: bearer[{i}].opaque: {kind}, but {}'s discovery document names no {kind}_endpoint{hint}",
+                    b.issuer
+                );
                 ok = false;
             }
         }

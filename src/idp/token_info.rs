@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use thiserror::Error;
+use url::Url;
 
 use super::client::{IdpClient, TokenEndpointAuth, client_auth};
 use super::discovery::ProviderMetadata;
@@ -55,6 +56,15 @@ impl Ask {
             Self::Userinfo => "userinfo",
         }
     }
+
+    /// The endpoint asked, as the provider's discovery document names it.
+    pub fn endpoint<'m>(&self, provider: &'m ProviderMetadata) -> Result<&'m Url, AskError> {
+        match self {
+            Self::Introspect(_) => provider.introspection_endpoint.as_ref(),
+            Self::Userinfo => provider.userinfo_endpoint.as_ref(),
+        }
+        .ok_or(AskError::NoEndpoint(self.kind()))
+    }
 }
 
 /// Asks one provider about tokens.
@@ -97,10 +107,7 @@ impl TokenInfoClient {
         credentials: &ClientCredentials,
         token: &str,
     ) -> Result<TokenInfo, AskError> {
-        let url = provider
-            .introspection_endpoint
-            .as_ref()
-            .ok_or(AskError::NoEndpoint("introspection"))?;
+        let url = self.ask.endpoint(provider)?;
         let auth = client_auth(
             credentials.client_secret.as_ref(),
             credentials.auth_method,
@@ -140,10 +147,7 @@ impl TokenInfoClient {
         provider: &ProviderMetadata,
         token: &str,
     ) -> Result<TokenInfo, AskError> {
-        let url = provider
-            .userinfo_endpoint
-            .as_ref()
-            .ok_or(AskError::NoEndpoint("userinfo"))?;
+        let url = self.ask.endpoint(provider)?;
         let (status, body) = self
             .client
             .get_with_token(IdpEndpoint::userinfo, url, token)

@@ -8,6 +8,7 @@
 //   OP_OPAQUE_AUDIENCE     a second API (https://opaque.example/api) whose access tokens are opaque,
 //                          checked by introspection (RFC 7662); tokens asked for no API are opaque
 //                          too and good at userinfo only (as Auth0's without an audience)
+//   OP_NO_INTROSPECTION=1  no introspection endpoint (as Auth0)
 //   OP_JWKS_FILE           private JWKS: all keys are published, the first one signs (default: a new RS256 key)
 //   OP_REDIRECT_URIS       comma-separated callbacks of the client (http://127.0.0.1:10000/authorization-code/callback)
 //   OP_POST_LOGOUT_URIS    comma-separated post-logout URLs (http://127.0.0.1:10000/)
@@ -102,7 +103,7 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: true },
     clientCredentials: { enabled: true },
-    introspection: { enabled: true },
+    introspection: { enabled: !env.OP_NO_INTROSPECTION },
     revocation: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     backchannelLogout: { enabled: Boolean(env.OP_BACKCHANNEL_LOGOUT_URI) },

@@ -39,6 +39,8 @@ pub struct OpOptions {
     pub rotate_refresh_tokens: bool,
     /// `OP_BACKCHANNEL_LOGOUT_URI`: where the provider POSTs logout tokens.
     pub backchannel_logout_uri: Option<String>,
+    /// `OP_NO_INTROSPECTION`: no introspection endpoint (as Auth0).
+    pub no_introspection: bool,
 }
 
 impl Default for OpOptions {
@@ -55,6 +57,7 @@ impl Default for OpOptions {
             omit_expires_in: false,
             rotate_refresh_tokens: false,
             backchannel_logout_uri: None,
+            no_introspection: false,
         }
     }
 }
@@ -110,6 +113,7 @@ impl Op {
         for (var, on) in [
             ("OP_ROTATE_REFRESH_TOKENS", opts.rotate_refresh_tokens),
             ("OP_OMIT_EXPIRES_IN", opts.omit_expires_in),
+            ("OP_NO_INTROSPECTION", opts.no_introspection),
         ] {
             if on {
                 cmd.env(var, "1");
