@@ -201,8 +201,13 @@ impl Kept {
                     metrics.clone(),
                     sessions,
                 );
-                let before =
-                    previous.and_then(|l| l.all().find(|f| f.provider_name() == p.name.as_deref()));
+                // The same provider's guards; the first's stay the first's when it gains a name
+                // (one provider becoming several), as its cookies do.
+                let before = previous.and_then(|l| {
+                    l.all()
+                        .find(|f| f.provider_name() == p.name.as_deref())
+                        .or_else(|| flows.is_empty().then(|| l.first()))
+                });
                 if let Some(before) = before {
                     login = login.sharing_guards_with(before);
                 }
