@@ -324,5 +324,8 @@ async fn check_config_finds_the_endpoint_opaque_tokens_need() {
     );
     let (ok, said) = run(&like_auth0, "userinfo");
     assert!(ok, "{said}");
-    assert!(said.contains("ok: bearer[0] opaque tokens: userinfo at"), "{said}");
+    assert!(
+        said.contains("ok: bearer[0] opaque tokens: userinfo at"),
+        "{said}"
+    );
 }

@@ -196,9 +196,8 @@ impl Authorizer {
                     },
                 };
                 // With several providers, one's tokens are not for another's routes.
-                if let (Some(logins), Some(iss)) = (&self.logins, principal.claims.get("iss"))
-                    && let Some(iss) = iss.as_str()
-                    && logins.is_other_providers(host, route, iss)
+                if let Some(logins) = &self.logins
+                    && logins.is_other_providers(host, route, &principal)
                 {
                     return self.deny(&route.name, DenyReason::OtherProvider);
                 }

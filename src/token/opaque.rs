@@ -146,7 +146,7 @@ impl Opaque {
 /// (introspection; userinfo names none), the time window, and who it is. Returns the principal
 /// and the token's `exp` when the answer gives one.
 fn judge_claims(
-    claims: Map<String, Value>,
+    mut claims: Map<String, Value>,
     ask: &Ask,
     now: u64,
     judge: &Judge<'_>,
@@ -201,6 +201,11 @@ fn judge_claims(
         .filter(|s| !s.is_empty())
         .ok_or(TokenRejection::InvalidClaims)?
         .to_owned();
+    // The provider asked vouches for the token: its issuer, where the answer names none
+    // (userinfo never does), so that route rules and provider checks see who issued it.
+    claims
+        .entry("iss")
+        .or_insert_with(|| Value::String(judge.issuer.to_owned()));
     let principal = Principal::from_claims(
         subject,
         claims,
@@ -339,6 +344,7 @@ mod tests {
         let answer = json!({"sub": "bob", "email": "bob@example.com", "email_verified": true});
         let (p, exp) = judged(answer, &Ask::Userinfo).unwrap();
         assert_eq!((p.user.as_str(), exp), ("bob@example.com", None));
+        assert_eq!(p.claims["iss"], "https://op.example/", "the provider asked");
         assert_eq!(
             judged(json!({"email": "x@example.com"}), &Ask::Userinfo).err(),
             Some(TokenRejection::InvalidClaims)

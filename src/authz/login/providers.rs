@@ -8,6 +8,7 @@ use super::LoginFlow;
 use crate::authz::decision::Decision;
 use crate::authz::policy::Route;
 use crate::authz::request::AuthzRequest;
+use crate::identity::Principal;
 use crate::idp::same_issuer;
 use crate::token::now_secs;
 use crate::token::validate::{self, Origin};
@@ -50,13 +51,16 @@ impl Logins {
             .unwrap_or(&self.first)
     }
 
-    /// Whether `issuer` is another provider's than the one `route` signs in with on `host`: its
-    /// bearer tokens are not for this route (tokens of issuers that sign no one in are judged by
+    /// Whether `who`'s token was issued by another provider than the one `route` signs in with
+    /// on `host`: it is not for this route (tokens of issuers that sign no one in are judged by
     /// `bearer` alone).
-    pub fn is_other_providers(&self, host: &str, route: &Route, issuer: &str) -> bool {
+    pub fn is_other_providers(&self, host: &str, route: &Route, who: &Principal) -> bool {
         if self.more.is_empty() {
             return false;
         }
+        let Some(issuer) = who.claims.get("iss").and_then(|i| i.as_str()) else {
+            return false;
+        };
         let own = self.for_request(host, Some(route));
         !same_issuer(&own.settings.issuer, issuer)
             && self.all().any(|f| same_issuer(&f.settings.issuer, issuer))
