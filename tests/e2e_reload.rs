@@ -268,3 +268,56 @@ async fn a_rotated_session_secret_opens_old_sessions_until_it_is_dropped() {
     assert_eq!(status(&sealed_new).await, 200);
     assert_eq!(kids(&jwks().await).len(), 1);
 }
+
+/// One provider becoming two: the first keeps its cookie names and keys, so its sessions go on;
+/// the new provider's host does not take them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Envoy and the OP: run scripts/test"]
+async fn adding_a_second_provider_keeps_the_first_ones_sessions() {
+    let upstream = EchoUpstream::start().await;
+    let (corp, partners) = (
+        Op::start(OpOptions::auth0()).await,
+        Op::start(OpOptions::plain()).await,
+    );
+    let (grpc, admin) = (free_port(), free_port());
+    let secret = session_secret();
+    let head = format!(
+        "listen: {{grpc: '127.0.0.1:{grpc}', admin: '127.0.0.1:{admin}'}}\n\
+         session: {{secure: false, secret: '{secret}'}}\n\
+         routes: [{{name: app, path_prefix: /, action: login}}]\n"
+    );
+    let one = format!(
+        "{head}provider: {{issuer: '{}', client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}}}\n",
+        corp.issuer
+    );
+    let two = format!(
+        "{head}providers:\n\
+         - {{name: corp, issuer: '{}', client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}}}\n\
+         - {{name: partners, issuer: '{}', client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}, \
+            hosts: [partners.example]}}\n",
+        corp.issuer, partners.issuer
+    );
+    let portcullis = Portcullis::start(&one).await;
+    let envoy =
+        Envoy::from_shipped("envoy/envoy.yaml", EnvoyPorts::free(grpc, upstream.port)).await;
+    let page = format!("{}/page", envoy.url);
+    let cookie = session_cookie(&secret, false, "ann@example.com", "at").await;
+    assert_eq!(status_with_cookie(&page, None, &cookie).await, 200);
+
+    replace(&portcullis.config_path, &two);
+    let applied = "portcullis_config_reloads_total{result=\"ok\"}";
+    eventually("the second provider", async || {
+        portcullis.metric(applied).await == 1
+    })
+    .await;
+    assert_eq!(
+        status_with_cookie(&page, None, &cookie).await,
+        200,
+        "the first provider's session goes on"
+    );
+    assert_eq!(
+        status_with_cookie(&page, Some("partners.example"), &cookie).await,
+        401,
+        "the partners' host signs in with its own provider"
+    );
+}
