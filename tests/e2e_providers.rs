@@ -197,6 +197,18 @@ async fn each_host_and_route_signs_in_with_its_own_provider_and_keeps_its_own_se
     assert_eq!(s.user_under("/partner-reports/q3"), "bob@example.com");
     b.goto(&s.url("corp", "/app/third"));
     assert_eq!(s.user_under("/app/third"), "alice@example.com");
+    // Each sign-in is counted (and audited) under its provider.
+    let completed = async |provider: &str| {
+        s.portcullis
+            .metric(&format!(
+                "portcullis_checks_total{{route=\"login:{provider}\",decision=\"redirect\",reason=\"login_complete\"}}"
+            ))
+            .await
+    };
+    assert_eq!(
+        (completed("corp").await, completed("partners").await),
+        (1, 2)
+    );
     b.goto(&s.url("corp", "/partner-reports/q4"));
     assert_eq!(s.user_under("/partner-reports/q4"), "bob@example.com");
 

@@ -211,6 +211,9 @@ impl Kept {
                 if let Some(before) = before {
                     login = login.sharing_guards_with(before);
                 }
+                if let (Some(name), true) = (&p.name, config.providers.len() > 1) {
+                    login = login.labelled(name);
+                }
                 // With several providers the config refuses the pass.
                 if let (Some(settings), Some(keys), true) = (&config.pass, &keys, flows.is_empty())
                 {

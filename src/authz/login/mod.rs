@@ -156,6 +156,13 @@ impl LoginFlow {
         self
     }
 
+    /// With several providers, this flow's own decisions (callback, logout) are counted and
+    /// audited under `login:<provider>`, so that a sign-in says where it happened.
+    pub fn labelled(mut self, provider: &str) -> Self {
+        self.route = RouteName::new(&format!("login:{provider}"));
+        self
+    }
+
     pub fn with_pass(mut self, pass: PassIssuer) -> Self {
         self.pass = Some(pass);
         self
