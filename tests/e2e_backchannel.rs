@@ -90,29 +90,17 @@ async fn a_logout_token_posted_to_one_replica_ends_the_session_on_the_other() {
 #[ignore = "needs the OpenID provider: run scripts/test"]
 async fn check_config_names_the_url_to_register_and_where_it_is_served() {
     let op = Op::start(OpOptions::auth0()).await;
-    let dir = tempfile::tempdir().unwrap();
     let run = |listen: &str| {
-        let path = dir.path().join("portcullis.yaml");
-        std::fs::write(
-            &path,
-            format!(
-                "{listen}provider: {{issuer: '{issuer}', client_id: {CLIENT_ID}}}\n\
-                 login: {{backchannel_logout_path: /bc-logout, \
-                 redirect_uri: 'https://amundsen.example/authorization-code/callback'}}\n\
-                 session: {{secret: '{secret}'}}\n",
-                issuer = op.issuer,
-                secret = session_secret(),
-            ),
-        )
-        .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
+        let (ok, said) = check_config(&format!(
+            "{listen}provider: {{issuer: '{issuer}', client_id: {CLIENT_ID}}}\n\
+             login: {{backchannel_logout_path: /bc-logout, \
+             redirect_uri: 'https://amundsen.example/authorization-code/callback'}}\n\
+             session: {{secret: '{secret}'}}\n",
+            issuer = op.issuer,
+            secret = session_secret(),
+        ));
+        assert!(ok, "{said}");
+        said
     };
     let served = run("listen: {http_authz: '127.0.0.1:9002'}\n");
     assert!(

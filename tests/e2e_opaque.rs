@@ -278,30 +278,12 @@ async fn userinfo_takes_a_users_opaque_token_and_refuses_a_machines() {
 #[tokio::test]
 #[ignore = "needs the OP: run scripts/test"]
 async fn check_config_finds_the_endpoint_opaque_tokens_need() {
-    let dir = tempfile::tempdir().unwrap();
     let run = |op: &Op, mode: &str| {
-        let path = dir.path().join("portcullis.yaml");
-        std::fs::write(
-            &path,
-            format!(
-                "provider: {{issuer: '{issuer}', client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}}}\n\
-                 bearer: [{{issuer: '{issuer}', audiences: ['{AUDIENCE}'], opaque: {mode}}}]\n",
-                issuer = op.issuer
-            ),
-        )
-        .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), said)
+        check_config(&format!(
+            "provider: {{issuer: '{issuer}', client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}}}\n\
+             bearer: [{{issuer: '{issuer}', audiences: ['{AUDIENCE}'], opaque: {mode}}}]\n",
+            issuer = op.issuer
+        ))
     };
     let op = Op::start(OpOptions::auth0()).await;
     let (ok, said) = run(&op, "introspect");

@@ -123,6 +123,26 @@ impl Portcullis {
     }
 }
 
+/// `portcullis check-config` on the config `yaml` (written to a file of its own): whether it
+/// passed, and what it said on stdout and stderr together.
+pub fn check_config(yaml: &str) -> (bool, String) {
+    let dir = tempdir("check-config");
+    let path = dir.path().join("portcullis.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
 /// A `Cookie` header carrying a session that portcullis (cookie store, `session.secret` = `secret`,
 /// `session.secure` = `secure`, the default cookie name) accepts: sealed by portcullis's own code,
 /// as a login through the provider would leave it, for `email` with `access_token` forwarded
