@@ -22,11 +22,14 @@
 //!   gs gc with the Lua step's cookie strip taken out: gc/gs is what stripping costs
 //!   h  browser whose pass ran out: jwt_authn fails it, ext_authz asks portcullis, which allows
 //!      on the Redis session and issues a new pass (today's path for that browser: er)
+//!   fn, gn, gcn, hn  f, g, gc and h with `--fast-path-filter native`: portcullis's Envoy filter
+//!      (envoy-module/, built with `cargo build --release -p portcullis-envoy-module` for
+//!      `cargo bench`) in place of the Lua step and jwt_authn's payload metadata
 //! wrk (Debian's, `scripts/setup` installs it) drives each in turn, -t1 -c32, BENCH_SECONDS (5)
 //! per run, BENCH_ROUNDS (3) rounds interleaved so that drift on a shared machine hits all alike.
 //! The median round per listener is reported with Envoy's and the authorizer's CPU time per
 //! request, and the ratios c/b, d/b, e/b, d/c, e/c, e/ce, er/c, c'/c, d/c', f/b, g/b, gc/b,
-//! gc/gs, h/er, f/d, g/er; then the ratios taken
+//! gc/gs, h/er, f/d, g/er, fn/b, gn/b, hn/er, fn/f, gn/g, gcn/gc, hn/h; then the ratios taken
 //! within each round, median and range. Every response must be a 200, or the run fails.
 //!
 //! With `BENCH_MEASURE=instructions`, Envoy runs under callgrind instead and each listener gets
@@ -83,10 +86,9 @@ fn main() {
     let redis_store = format!(", store: redis, redis: {{url: '{}'}}", redis.url);
     let portcullis_redis = rt.block_on(common::start_portcullis_with(&op, &secret, &redis_store));
     let portcullis_fast = rt.block_on(common::start_portcullis_fast(&op, &secret, &redis_store));
-    let fast_path = support::fast_path_config(
-        &portcullis_fast,
-        EnvoyPorts::free(portcullis_fast.grpc_port, support::free_port()),
-    );
+    let fast_ports = EnvoyPorts::free(portcullis_fast.grpc_port, support::free_port());
+    let fast_path = support::fast_path_config_with(&portcullis_fast, fast_ports, "lua");
+    let fast_path_native = support::fast_path_config_with(&portcullis_fast, fast_ports, "native");
     let token = common::access_token(&op, 1);
     let answer = rt.block_on(common::portcullis_answer(portcullis.grpc_port, &token));
     // The no-op authorizers, served in this process.
@@ -154,6 +156,7 @@ fn main() {
     let expired_pass: (&dyn Fn() -> String, _) =
         (&|| with_pass(Session::Redis, Expired::Yes), page);
     let fast = |strip| (Filter::FastPath(strip), Some(portcullis_fast.proc.pid()));
+    let native = (Filter::FastPathNative, Some(portcullis_fast.proc.pid()));
     let variants: Vec<Variant> = [
         ("a", "no auth filter", none, bearer),
         ("b", "jwt_authn (Envoy's own)", jwt, bearer),
@@ -188,6 +191,15 @@ fn main() {
             fast(CookieStrip::On),
             expired_pass,
         ),
+        ("fn", "fast path native, bearer", native, bearer),
+        ("gn", "fast path native, pass", native, pass),
+        (
+            "gcn",
+            "fast path native, pass, cookie-store session",
+            native,
+            pass_big,
+        ),
+        ("hn", "fast path native, pass expired", native, expired_pass),
     ]
     .into_iter()
     .map(
@@ -220,9 +232,23 @@ fn main() {
         ("h", "er"),
         ("f", "d"),
         ("g", "er"),
+        ("fn", "b"),
+        ("gn", "b"),
+        ("hn", "er"),
+        ("fn", "f"),
+        ("gn", "g"),
+        ("gcn", "gc"),
+        ("hn", "h"),
     ];
 
-    let config = envoy_config(&op, portcullis.grpc_port, &clusters, &variants, &fast_path);
+    let config = envoy_config(
+        &op,
+        portcullis.grpc_port,
+        &clusters,
+        &variants,
+        &fast_path,
+        &fast_path_native,
+    );
     let measure = Measure::from_env();
     let envoy = match measure {
         Measure::Time => rt.block_on(Envoy::start(&config)),

@@ -78,6 +78,34 @@ impl HostPort {
     }
 }
 
+/// What holds a JWT Envoy verified to portcullis's rules and sets the identity headers (step 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Step {
+    /// A Lua filter reading `jwt_authn`'s payload metadata: nothing to install besides Envoy.
+    #[default]
+    Lua,
+    /// portcullis's own Envoy filter (`envoy-module/`, loaded as `libportcullis_envoy.so` from
+    /// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`), told by one header what `jwt_authn` verified: the
+    /// cheaper step (BENCHMARKS.md).
+    Native,
+}
+
+impl std::str::FromStr for Step {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lua" => Ok(Self::Lua),
+            "native" => Ok(Self::Native),
+            _ => Err(format!("{s:?}: expected lua or native")),
+        }
+    }
+}
+
+/// The header `jwt_authn` sets to a verified JWT's `iss` for the native step (`claim_to_headers`);
+/// the client's copies go with the identity headers', and the step removes it.
+pub const VERIFIED_HEADER: &str = "x-portcullis-jwt-issuer";
+
 /// A bearer issuer as Envoy verifies it: the exact issuer, its audiences and where its keys are.
 #[derive(Debug, Clone)]
 struct BearerKeys {
@@ -90,6 +118,7 @@ struct BearerKeys {
 pub async fn generate(
     config: &Config,
     endpoints: &Endpoints,
+    step: Step,
     client: &IdpClient,
 ) -> Result<String, Vec<String>> {
     let mut problems = Vec::new();
@@ -131,7 +160,7 @@ pub async fn generate(
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(Writer::new(config, endpoints, &bearer).bootstrap())
+    Ok(Writer::new(config, endpoints, step, &bearer).bootstrap())
 }
 
 /// YAML scalars are written as JSON strings: always valid, whatever they hold.
@@ -163,16 +192,23 @@ impl Fast {
 struct Writer<'a> {
     config: &'a Config,
     endpoints: &'a Endpoints,
+    step: Step,
     bearer: &'a [BearerKeys],
     cookies: Cookies,
     out: String,
 }
 
 impl<'a> Writer<'a> {
-    fn new(config: &'a Config, endpoints: &'a Endpoints, bearer: &'a [BearerKeys]) -> Self {
+    fn new(
+        config: &'a Config,
+        endpoints: &'a Endpoints,
+        step: Step,
+        bearer: &'a [BearerKeys],
+    ) -> Self {
         Self {
             config,
             endpoints,
+            step,
             bearer,
             cookies: Cookies::new(&config.session.cookie_name, config.session.secure),
             out: String::new(),
@@ -463,8 +499,14 @@ impl<'a> Writer<'a> {
         for name in [&h.user, &h.email, &h.groups] {
             self.line(16, &format!("- remove: {}", q(name)));
         }
+        if self.step == Step::Native {
+            self.line(16, &format!("- remove: {}", q(VERIFIED_HEADER)));
+        }
         self.jwt_authn();
-        self.lua();
+        match self.step {
+            Step::Lua => self.lua(),
+            Step::Native => self.native(),
+        }
         self.ext_authz();
         self.line(10, "- name: envoy.filters.http.router");
         self.line(12, "typed_config:");
@@ -566,7 +608,15 @@ impl<'a> Writer<'a> {
         self.line(18, "require_expiration: true");
         self.line(18, &format!("max_lifetime: {max_lifetime}s"));
         self.line(18, &format!("clock_skew_seconds: {leeway}"));
-        self.line(18, "payload_in_metadata: verified");
+        match self.step {
+            Step::Lua => self.line(18, "payload_in_metadata: verified"),
+            Step::Native => self.line(
+                18,
+                &format!(
+                    "claim_to_headers: [{{ header_name: {VERIFIED_HEADER}, claim_name: iss }}]"
+                ),
+            ),
+        }
         self.line(18, "jwt_cache_config: { jwt_cache_size: 1000 }");
     }
 
@@ -646,6 +696,37 @@ impl<'a> Writer<'a> {
                 self.line(18, line);
             }
         }
+    }
+
+    fn native(&mut self) {
+        let h = &self.config.identity_headers;
+        let p = self.config.provider();
+        let settings = serde_json::json!({
+            "session": self.cookies.session_name(),
+            "pass_cookie": self.cookies.pass_name(),
+            "pass_issuer": self.config.pass.as_ref().map_or("", |p| p.issuer.as_str()),
+            "verified_header": VERIFIED_HEADER,
+            "max_lifetime": p.max_token_lifetime.as_secs(),
+            "user_claim": p.user_id_claim,
+            "groups_claim": p.groups_claim,
+            "user_header": &*h.user,
+            "email_header": &*h.email,
+            "groups_header": &*h.groups,
+        });
+        self.line(10, "# 3. A verified JWT held to portcullis's rules; then the identity headers as portcullis");
+        self.line(10, "#    sets them, its cookies (session, chunks, login, pass) removed, ext_authz skipped:");
+        self.line(10, "#    portcullis's own filter, libportcullis_envoy.so from ENVOY_DYNAMIC_MODULES_SEARCH_PATH.");
+        self.line(10, "- name: envoy.filters.http.dynamic_modules");
+        self.line(12, "typed_config:");
+        self.line(14, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter");
+        self.line(14, "dynamic_module_config: { name: portcullis_envoy }");
+        self.line(14, "filter_name: fast_path");
+        self.line(14, "filter_config:");
+        self.line(
+            16,
+            "\"@type\": type.googleapis.com/google.protobuf.StringValue",
+        );
+        self.line(16, &format!("value: {}", q(&settings.to_string())));
     }
 
     fn clusters(&mut self) {

@@ -63,6 +63,10 @@ enum Command {
         /// Envoy's own admin interface.
         #[arg(long, default_value = "127.0.0.1:9901")]
         envoy_admin: std::net::SocketAddr,
+        /// What sets the identity headers of a verified JWT: `lua` (Envoy alone) or `native`
+        /// (portcullis's Envoy filter, libportcullis_envoy.so; cheaper).
+        #[arg(long, default_value = "lua")]
+        fast_path_filter: bootstrap::Step,
     },
 }
 
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
             portcullis_admin,
             portcullis_http,
             envoy_admin,
+            fast_path_filter,
         } => {
             let Some(config) = load(Some(&config)) else {
                 return ExitCode::from(2);
@@ -115,7 +120,12 @@ fn main() -> ExitCode {
                 envoy_admin,
             };
             let client = portcullis::idp::IdpClient::new(Default::default());
-            match runtime().block_on(bootstrap::generate(&config, &endpoints, &client)) {
+            match runtime().block_on(bootstrap::generate(
+                &config,
+                &endpoints,
+                fast_path_filter,
+                &client,
+            )) {
                 Ok(yaml) => {
                     print!("{yaml}");
                     ExitCode::SUCCESS

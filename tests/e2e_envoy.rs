@@ -5,6 +5,7 @@
 
 mod support;
 
+use portcullis::bootstrap::VERIFIED_HEADER;
 use reqwest::StatusCode;
 use serde_json::json;
 use support::*;
@@ -174,6 +175,39 @@ async fn a_shadow_route_lets_everyone_through_and_counts_what_it_would_have_refu
         )),
         "{metrics}"
     );
+}
+
+/// The native fast path's filter learns what `jwt_authn` verified from one header: a client's copy
+/// must never make a forged token pass, nor reach the upstream (in every Envoy form).
+#[tokio::test]
+#[ignore = "needs Envoy and the OP: run scripts/test"]
+async fn a_client_sent_verified_marker_lets_nothing_through() {
+    let s = Stack::start().await;
+    let forged = s.token("rs256-b", json!({"sub": "mallory"}));
+    let r = s
+        .get("/api/tables")
+        .bearer_auth(&forged)
+        .header(VERIFIED_HEADER, s.op.issuer.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(s.upstream.count(), 0);
+    let token = s.token("rs256-a", json!({}));
+    let r = s
+        .get("/api/tables")
+        .bearer_auth(&token)
+        .header(VERIFIED_HEADER, "https://other.example/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen = s.upstream.last();
+    assert_eq!(seen.all("x-auth-request-user"), ["alice@example.com"]);
+    // Only the native filter reads it, and removes it; to anything else it is any client header.
+    if fast_path_filter() == Some("native") {
+        assert!(seen.all(VERIFIED_HEADER).is_empty(), "{:?}", seen.headers);
+    }
 }
 
 #[tokio::test]
@@ -527,7 +561,9 @@ fn every_shipped_envoy_config_validates() {
     for entry in std::fs::read_dir(repo_root().join("envoy")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            // fast-path-native.yaml loads portcullis's filter (scripts/test builds it first).
             let out = std::process::Command::new(Venv::envoy())
+                .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", module_dir())
                 .args(["--mode", "validate", "-c"])
                 .arg(&path)
                 .output()
@@ -829,22 +865,35 @@ fn envoy_config(config: &std::path::Path) -> std::process::Output {
         .unwrap()
 }
 
-/// envoy/fast-path.yaml is what `portcullis envoy-config` makes of deploy/fast-path.portcullis.yaml
-/// today: it never drifts from the generator.
+/// envoy/fast-path.yaml (and fast-path-native.yaml, `--fast-path-filter native`) is what
+/// `portcullis envoy-config` makes of deploy/fast-path.portcullis.yaml today: it never drifts from
+/// the generator.
 #[test]
-fn the_shipped_fast_path_bootstrap_is_the_generators_output() {
-    let out = envoy_config(&repo_root().join("deploy/fast-path.portcullis.yaml"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shipped = std::fs::read_to_string(repo_root().join("envoy/fast-path.yaml")).unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout) == shipped,
-        "envoy/fast-path.yaml is stale: regenerate it with\n  PORTCULLIS_SESSION__SECRET=$(portcullis gen-secret) \
-         portcullis envoy-config --config deploy/fast-path.portcullis.yaml > envoy/fast-path.yaml"
-    );
+fn the_shipped_fast_path_bootstraps_are_the_generators_output() {
+    for (file, filter) in [
+        ("envoy/fast-path.yaml", "lua"),
+        ("envoy/fast-path-native.yaml", "native"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("envoy-config")
+            .arg("--config")
+            .arg(repo_root().join("deploy/fast-path.portcullis.yaml"))
+            .args(["--fast-path-filter", filter])
+            .env("PORTCULLIS_SESSION__SECRET", session_secret())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shipped = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout) == shipped,
+            "{file} is stale: regenerate it with\n  PORTCULLIS_SESSION__SECRET=$(portcullis gen-secret) \
+             portcullis envoy-config --config deploy/fast-path.portcullis.yaml --fast-path-filter {filter} > {file}"
+        );
+    }
 }
 
 /// A config the fast path cannot be made from is a clear `error:` line, exit 2, and no output.

@@ -44,6 +44,9 @@ pub enum Filter {
     /// answering 200 itself; its Lua step stripping portcullis's cookies or (to count what that
     /// costs) not.
     FastPath(CookieStrip),
+    /// The same generated with `--fast-path-filter native`: portcullis's Envoy filter in place of
+    /// the Lua step and `jwt_authn`'s payload metadata.
+    FastPathNative,
 }
 
 /// Whether the fast path's Lua step strips portcullis's cookies, as generated, or skips it.
@@ -84,13 +87,15 @@ impl Cluster {
 /// The shipped envoy.yaml, its listener copied once per variant with that variant's filter and a
 /// direct 200 instead of the upstream, its `portcullis` cluster at `portcullis` and copied for
 /// each of `clusters`. The fast path's variants take their listener from `fast_path` (the output
-/// of `portcullis envoy-config`), whose clusters join under names starting `fast-`.
+/// of `portcullis envoy-config`), whose clusters join under names starting `fast-`, the native
+/// ones from `fast_path_native` (the same portcullis, so the same clusters).
 pub fn envoy_config(
     op: &Op,
     portcullis: u16,
     clusters: &[Cluster],
     variants: &[Variant],
     fast_path: &str,
+    fast_path_native: &str,
 ) -> String {
     let ports = EnvoyPorts::free(portcullis, support::free_port());
     let mut config: Value =
@@ -115,15 +120,22 @@ pub fn envoy_config(
             f["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = cluster.into();
             Some(f)
         }
-        Filter::FastPath(_) => unreachable!("the fast path's listener is generated whole"),
+        Filter::FastPath(_) | Filter::FastPathNative => {
+            unreachable!("the fast path's listener is generated whole")
+        }
     };
 
     let (fast_listener, fast_clusters) = fast_path_parts(fast_path);
+    let (native_listener, _) = fast_path_parts(fast_path_native);
     let listeners: Vec<Value> = variants
         .iter()
         .map(|v| {
-            if let Filter::FastPath(strip) = v.filter {
-                return fast_path_listener(&fast_listener, v, strip);
+            match v.filter {
+                Filter::FastPath(strip) => return fast_path_listener(&fast_listener, v, strip),
+                Filter::FastPathNative => {
+                    return fast_path_listener(&native_listener, v, CookieStrip::On);
+                }
+                _ => {}
             }
             let mut l = template.clone();
             l["name"] = format!("bench-{}", v.key.replace('\'', "-prime")).into();

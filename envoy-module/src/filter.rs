@@ -1,0 +1,512 @@
+//! What the filter decides for one request, over any header map (Envoy's through `abi`, a plain
+//! one in the tests).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// The filter's config, as `portcullis envoy-config --fast-path-filter native` writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The session cookie's name: it and every `<session>-...` cookie are portcullis's.
+    pub session: String,
+    /// The pass's cookie, where `jwt_authn` reads the pass from.
+    pub pass_cookie: String,
+    /// The pass's issuer: a verified JWT of this issuer came from the cookie, any other from
+    /// `Authorization`.
+    pub pass_issuer: String,
+    /// The header `jwt_authn` sets (`claim_to_headers`, the `iss` claim) when it verified a JWT;
+    /// the client's copies are removed before `jwt_authn` runs.
+    pub verified_header: String,
+    /// The longest life (`exp - iat`) portcullis accepts, in seconds.
+    pub max_lifetime: u64,
+    pub user_claim: String,
+    pub groups_claim: String,
+    pub user_header: String,
+    pub email_header: String,
+    pub groups_header: String,
+}
+
+impl Settings {
+    pub fn from_json(json: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(json).map_err(|e| format!("the filter's config: {e}"))
+    }
+}
+
+/// The request as the filter reads and changes it.
+pub trait Request {
+    /// Every value of header `name` (lower case), in order.
+    fn values(&self, name: &str) -> Vec<Vec<u8>>;
+    /// Header `name` set to `value`, replacing every value it had.
+    fn set(&mut self, name: &str, value: &str);
+    fn remove(&mut self, name: &str);
+    fn add(&mut self, name: &str, value: &str);
+    /// The request marked decided, for `ext_authz`'s `filter_enabled_metadata` and access logs.
+    fn decided(&mut self, user: Option<&str>);
+}
+
+/// One request's request headers. Whatever is not certain leaves the request to `ext_authz`, which
+/// answers it as it does today: no verified JWT, more than one, a token that cannot be found again
+/// exactly where `jwt_authn` read it, or one outside portcullis's rules.
+pub fn on_request_headers(s: &Settings, req: &mut impl Request) {
+    let verified = req.values(&s.verified_header);
+    if verified.is_empty() {
+        return;
+    }
+    // Only this filter reads it: never the upstream's.
+    req.remove(&s.verified_header);
+    let [issuer] = verified.as_slice() else {
+        return;
+    };
+    let from_pass = issuer.as_slice() == s.pass_issuer.as_bytes();
+    let token = if from_pass {
+        only_cookie(&req.values("cookie"), &s.pass_cookie)
+    } else {
+        only_bearer(&req.values("authorization"))
+    };
+    let Some(claims) = token.as_deref().and_then(payload) else {
+        return;
+    };
+    if claims.get("iss").and_then(Value::as_str).map(str::as_bytes) != Some(issuer.as_slice())
+        || !acceptable(&claims, s.max_lifetime)
+    {
+        return;
+    }
+    let user = if from_pass {
+        pass_identity(s, &claims, req)
+    } else {
+        bearer_identity(s, &claims, req)
+    };
+    strip_cookies(s, req);
+    req.decided(user.as_deref());
+}
+
+/// The one cookie named `name` among every Cookie header, unquoted; none when it is missing,
+/// repeated or quoted (Envoy would read the first, or unquote it: not worth being clever).
+fn only_cookie(headers: &[Vec<u8>], name: &str) -> Option<String> {
+    let mut found = None;
+    for header in headers {
+        for piece in header.split(|b| *b == b';') {
+            let piece = piece.trim_ascii_start();
+            let Some(eq) = piece.iter().position(|b| *b == b'=') else {
+                continue;
+            };
+            if &piece[..eq] != name.as_bytes() {
+                continue;
+            }
+            if found.is_some() {
+                return None;
+            }
+            found = Some(piece[eq + 1..].trim_ascii_end());
+        }
+    }
+    let value = found?;
+    jws_shaped(value).then(|| String::from_utf8_lossy(value).into_owned())
+}
+
+/// The token of the one `Authorization: Bearer <token>` header.
+fn only_bearer(headers: &[Vec<u8>]) -> Option<String> {
+    let [header] = headers else {
+        return None;
+    };
+    let token = header.strip_prefix(b"Bearer ")?;
+    jws_shaped(token).then(|| String::from_utf8_lossy(token).into_owned())
+}
+
+/// Three base64url parts: nothing Envoy's extraction would cut short.
+fn jws_shaped(token: &[u8]) -> bool {
+    token
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && token.iter().filter(|b| **b == b'.').count() == 2
+}
+
+/// The payload of a JWT `jwt_authn` has verified (its signature is not checked again).
+fn payload(token: &str) -> Option<Map<String, Value>> {
+    let part = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(claims) => Some(claims),
+        _ => None,
+    }
+}
+
+/// A non-empty string without control characters.
+fn usable(v: Option<&Value>) -> Option<&str> {
+    v.and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+}
+
+/// A NumericDate as portcullis takes it (RFC 9068): whole seconds, within JSON's exact integers.
+fn whole(v: Option<&Value>) -> Option<u64> {
+    v.and_then(Value::as_u64).filter(|n| *n < (1 << 53))
+}
+
+/// What portcullis checks beyond Envoy: `iat` present, whole-second dates, a bounded life, a `sub`.
+fn acceptable(claims: &Map<String, Value>, max_lifetime: u64) -> bool {
+    let (Some(exp), Some(iat)) = (whole(claims.get("exp")), whole(claims.get("iat"))) else {
+        return false;
+    };
+    if usable(claims.get("sub")).is_none() {
+        return false;
+    }
+    if claims.get("nbf").is_some() && whole(claims.get("nbf")).is_none() {
+        return false;
+    }
+    exp.saturating_sub(iat) <= max_lifetime
+}
+
+/// The pass carries the headers' values as portcullis made them.
+fn pass_identity(
+    s: &Settings,
+    claims: &Map<String, Value>,
+    req: &mut impl Request,
+) -> Option<String> {
+    for (claim, header) in [
+        ("user", &s.user_header),
+        ("email", &s.email_header),
+        ("groups", &s.groups_header),
+    ] {
+        if let Some(v) = usable(claims.get(claim)) {
+            req.set(header, v);
+        }
+    }
+    // The session let this request in; nothing the client put in Authorization was checked.
+    req.remove("authorization");
+    usable(claims.get("user")).map(str::to_owned)
+}
+
+/// The identity headers from a bearer token, as portcullis sets them: the user claim, else `sub`;
+/// `email` unless marked unverified; the groups `%`- and `,`-encoded and joined.
+fn bearer_identity(
+    s: &Settings,
+    claims: &Map<String, Value>,
+    req: &mut impl Request,
+) -> Option<String> {
+    let email = usable(claims.get("email"))
+        .filter(|_| claims.get("email_verified") != Some(&Value::Bool(false)));
+    let user = if s.user_claim == "email" {
+        email
+    } else {
+        usable(claims.get(&s.user_claim))
+    }
+    .or_else(|| usable(claims.get("sub")))?
+    .to_owned();
+    req.set(&s.user_header, &user);
+    if let Some(email) = email {
+        req.set(&s.email_header, email);
+    }
+    let groups: Vec<String> = match claims.get(&s.groups_claim) {
+        Some(Value::String(g)) => vec![encode(g)],
+        Some(Value::Array(gs)) => gs.iter().filter_map(Value::as_str).map(encode).collect(),
+        _ => Vec::new(),
+    };
+    let joined = Value::String(groups.join(","));
+    if let Some(groups) = usable(Some(&joined)) {
+        req.set(&s.groups_header, groups);
+    }
+    Some(user)
+}
+
+fn encode(group: &str) -> String {
+    group.replace('%', "%25").replace(',', "%2C")
+}
+
+/// Every Cookie header without portcullis's cookies (the session, its chunks, login transactions,
+/// the pass); every other cookie kept byte for byte, in one header.
+fn strip_cookies(s: &Settings, req: &mut impl Request) {
+    let headers = req.values("cookie");
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut changed = false;
+    for header in &headers {
+        for piece in header.split(|b| *b == b';') {
+            let piece = piece.trim_ascii();
+            if piece.is_empty() {
+                continue;
+            }
+            let ours = piece
+                .iter()
+                .position(|b| *b == b'=')
+                .is_some_and(|eq| is_ours(&s.session, &piece[..eq]));
+            if ours {
+                changed = true;
+            } else {
+                kept.push(piece);
+            }
+        }
+    }
+    if !changed {
+        return;
+    }
+    req.remove("cookie");
+    if !kept.is_empty() {
+        req.add("cookie", &String::from_utf8_lossy(&kept.join(&b"; "[..])));
+    }
+}
+
+fn is_ours(session: &str, name: &[u8]) -> bool {
+    name.strip_prefix(session.as_bytes())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Fake {
+        headers: Vec<(String, String)>,
+        decided: Option<Option<String>>,
+    }
+
+    impl Request for Fake {
+        fn values(&self, name: &str) -> Vec<Vec<u8>> {
+            self.headers
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_bytes().to_vec())
+                .collect()
+        }
+        fn set(&mut self, name: &str, value: &str) {
+            self.remove(name);
+            self.add(name, value);
+        }
+        fn remove(&mut self, name: &str) {
+            self.headers.retain(|(k, _)| k != name);
+        }
+        fn add(&mut self, name: &str, value: &str) {
+            self.headers.push((name.into(), value.into()));
+        }
+        fn decided(&mut self, user: Option<&str>) {
+            self.decided = Some(user.map(str::to_owned));
+        }
+    }
+
+    impl Fake {
+        fn with(headers: &[(&str, &str)]) -> Self {
+            Fake {
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect(),
+                decided: None,
+            }
+        }
+        fn get(&self, name: &str) -> Vec<&str> {
+            self.headers
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        }
+    }
+
+    const PASS_ISS: &str = "https://portcullis.example/";
+    const IDP: &str = "https://idp.example/";
+
+    fn settings() -> Settings {
+        Settings::from_json(
+            serde_json::json!({
+                "session": "portcullis",
+                "pass_cookie": "portcullis-pass",
+                "pass_issuer": PASS_ISS,
+                "verified_header": "x-portcullis-jwt-issuer",
+                "max_lifetime": 86400,
+                "user_claim": "sub",
+                "groups_claim": "groups",
+                "user_header": "x-auth-request-user",
+                "email_header": "x-auth-request-email",
+                "groups_header": "x-auth-request-groups",
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn jwt(claims: Value) -> String {
+        format!(
+            "eyJhbGciOiJFZERTQSJ9.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        )
+    }
+
+    fn bearer_claims() -> Value {
+        serde_json::json!({"iss": IDP, "sub": "u1", "iat": 1000, "exp": 1600,
+            "email": "a@example.com", "groups": ["eng", "a,b%"]})
+    }
+
+    fn pass_claims() -> Value {
+        serde_json::json!({"iss": PASS_ISS, "sub": "u1", "iat": 1000, "exp": 1300,
+            "user": "u1", "email": "a@example.com", "groups": "eng"})
+    }
+
+    #[test]
+    fn a_verified_bearer_token_sets_the_identity_headers_and_decides() {
+        let token = jwt(bearer_claims());
+        let mut r = Fake::with(&[
+            ("x-portcullis-jwt-issuer", IDP),
+            ("authorization", &format!("Bearer {token}")),
+            ("cookie", "a=1; portcullis=sealed; portcullis-2=x; b=2"),
+        ]);
+        on_request_headers(&settings(), &mut r);
+        assert_eq!(r.decided, Some(Some("u1".into())));
+        assert_eq!(r.get("x-auth-request-user"), ["u1"]);
+        assert_eq!(r.get("x-auth-request-email"), ["a@example.com"]);
+        assert_eq!(r.get("x-auth-request-groups"), ["eng,a%2Cb%25"]);
+        assert_eq!(r.get("cookie"), ["a=1; b=2"]);
+        assert!(r.get("x-portcullis-jwt-issuer").is_empty());
+        // The bearer token goes on, as through portcullis.
+        assert_eq!(r.get("authorization").len(), 1);
+    }
+
+    #[test]
+    fn a_verified_pass_uses_its_own_claims_and_drops_authorization() {
+        let pass = jwt(pass_claims());
+        let mut r = Fake::with(&[
+            ("x-portcullis-jwt-issuer", PASS_ISS),
+            ("authorization", "Bearer forged.x.y"),
+            ("cookie", &format!("portcullis-pass={pass}; theme=dark")),
+        ]);
+        on_request_headers(&settings(), &mut r);
+        assert_eq!(r.decided, Some(Some("u1".into())));
+        assert_eq!(r.get("x-auth-request-groups"), ["eng"]);
+        assert!(r.get("authorization").is_empty());
+        assert_eq!(r.get("cookie"), ["theme=dark"]);
+    }
+
+    #[test]
+    fn no_verified_jwt_leaves_the_request_to_ext_authz() {
+        let mut r = Fake::with(&[("authorization", &format!("Bearer {}", jwt(bearer_claims())))]);
+        on_request_headers(&settings(), &mut r);
+        assert_eq!(r.decided, None);
+        assert!(r.get("x-auth-request-user").is_empty());
+    }
+
+    #[test]
+    fn anything_uncertain_leaves_the_request_to_ext_authz_and_the_marker_goes() {
+        let pass = jwt(pass_claims());
+        let bearer = jwt(bearer_claims());
+        let cases: Vec<Vec<(&str, String)>> = vec![
+            // Two markers.
+            vec![
+                ("x-portcullis-jwt-issuer", IDP.into()),
+                ("x-portcullis-jwt-issuer", IDP.into()),
+                ("authorization", format!("Bearer {bearer}")),
+            ],
+            // Two passes: which one did Envoy verify?
+            vec![
+                ("x-portcullis-jwt-issuer", PASS_ISS.into()),
+                (
+                    "cookie",
+                    format!("portcullis-pass={pass}; portcullis-pass={pass}"),
+                ),
+            ],
+            // Two Authorization headers.
+            vec![
+                ("x-portcullis-jwt-issuer", IDP.into()),
+                ("authorization", format!("Bearer {bearer}")),
+                ("authorization", format!("Bearer {bearer}")),
+            ],
+            // A quoted pass, a token with more after it, another scheme.
+            vec![
+                ("x-portcullis-jwt-issuer", PASS_ISS.into()),
+                ("cookie", format!("portcullis-pass=\"{pass}\"")),
+            ],
+            vec![
+                ("x-portcullis-jwt-issuer", IDP.into()),
+                ("authorization", format!("Bearer {bearer} x")),
+            ],
+            vec![
+                ("x-portcullis-jwt-issuer", IDP.into()),
+                ("authorization", format!("bearer {bearer}")),
+            ],
+            // The marker names another issuer than the token's.
+            vec![
+                ("x-portcullis-jwt-issuer", "https://other.example/".into()),
+                ("authorization", format!("Bearer {bearer}")),
+            ],
+            // A pass marker with only a bearer token.
+            vec![
+                ("x-portcullis-jwt-issuer", PASS_ISS.into()),
+                ("authorization", format!("Bearer {}", jwt(pass_claims()))),
+            ],
+        ];
+        for case in cases {
+            let headers: Vec<(&str, &str)> = case.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let mut r = Fake::with(&headers);
+            on_request_headers(&settings(), &mut r);
+            assert_eq!(r.decided, None, "{case:?}");
+            assert!(r.get("x-portcullis-jwt-issuer").is_empty(), "{case:?}");
+            assert!(r.get("x-auth-request-user").is_empty(), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_outside_portcullis_rules_are_left_to_ext_authz() {
+        let base = bearer_claims();
+        let mutations: Vec<(&str, Value)> = vec![
+            ("iat", Value::Null),
+            ("iat", serde_json::json!(1000.5)),
+            ("exp", serde_json::json!("1600")),
+            ("nbf", serde_json::json!(1.5)),
+            ("sub", serde_json::json!("")),
+            ("sub", serde_json::json!("a\nb")),
+            ("exp", serde_json::json!(1000 + 86401)),
+        ];
+        for (claim, value) in mutations {
+            let mut claims = base.clone();
+            if value.is_null() {
+                claims.as_object_mut().unwrap().remove(claim);
+            } else {
+                claims[claim] = value.clone();
+            }
+            let mut r = Fake::with(&[
+                ("x-portcullis-jwt-issuer", IDP),
+                ("authorization", &format!("Bearer {}", jwt(claims))),
+            ]);
+            on_request_headers(&settings(), &mut r);
+            assert_eq!(r.decided, None, "{claim}: {value}");
+        }
+    }
+
+    #[test]
+    fn an_unverified_email_is_not_passed_and_the_user_falls_back_to_sub() {
+        let mut s = settings();
+        s.user_claim = "email".into();
+        let mut claims = bearer_claims();
+        claims["email_verified"] = Value::Bool(false);
+        let mut r = Fake::with(&[
+            ("x-portcullis-jwt-issuer", IDP),
+            ("authorization", &format!("Bearer {}", jwt(claims))),
+        ]);
+        on_request_headers(&s, &mut r);
+        assert_eq!(r.get("x-auth-request-user"), ["u1"]);
+        assert!(r.get("x-auth-request-email").is_empty());
+    }
+
+    #[test]
+    fn cookies_not_ours_are_kept_byte_for_byte_and_untouched_headers_stay() {
+        let mut r = Fake::with(&[("cookie", "a=1;b=2"), ("cookie", "portcullisx=3")]);
+        strip_cookies(&settings(), &mut r);
+        // Nothing of ours: the headers are not rewritten.
+        assert_eq!(r.get("cookie"), ["a=1;b=2", "portcullisx=3"]);
+        let mut r = Fake::with(&[
+            ("cookie", " a=1 ; portcullis-login-abc=z;"),
+            ("cookie", "portcullis=s"),
+        ]);
+        strip_cookies(&settings(), &mut r);
+        assert_eq!(r.get("cookie"), ["a=1"]);
+        let mut r = Fake::with(&[("cookie", "portcullis=s; portcullis-pass=p")]);
+        strip_cookies(&settings(), &mut r);
+        assert!(r.get("cookie").is_empty());
+    }
+
+    #[test]
+    fn a_bad_config_is_an_error_naming_it() {
+        let err = Settings::from_json(b"{\"session\": 1}").unwrap_err();
+        assert!(err.starts_with("the filter's config:"), "{err}");
+    }
+}

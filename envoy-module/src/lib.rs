@@ -1,0 +1,15 @@
+//! The native fast path's Envoy filter (an Envoy dynamic module): after `jwt_authn` has verified a
+//! pass or a bearer token, it holds the token to portcullis's own rules, sets the identity headers
+//! as portcullis would, removes portcullis's cookies and marks the request decided so that
+//! `ext_authz` is skipped: the work of the generated Lua step, without Lua and without `jwt_authn`'s
+//! payload metadata (BENCHMARKS.md counts both).
+//!
+//! The decision is in `filter` (safe code, tested here); `abi` is the only module with `unsafe`:
+//! the C functions Envoy calls and the ones it exports, declared by hand for the few this filter
+//! needs.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(test))]
+mod abi;
+pub mod filter;
