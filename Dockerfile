@@ -4,6 +4,8 @@ WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
+# A workspace member (the native fast path's Envoy filter): needed to read the workspace, not built.
+COPY envoy-module envoy-module
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
  && cargo build --release --locked || true
 COPY src src

@@ -5,8 +5,9 @@
 //!
 //! The filters, in order: the client's copies of the identity headers removed; `jwt_authn`
 //! verifying the pass (from its cookie) or a bearer token (from `Authorization`), a missing or
-//! failed JWT allowed on to the next filter; a short Lua filter that holds a verified JWT to the
-//! rules portcullis adds (`iat` present, whole-second dates, a bounded life, a `sub`) and, when it
+//! failed JWT allowed on to the next filter; a short Lua filter (or, with [`Step::Native`],
+//! portcullis's own Envoy filter from `envoy-module/`) that holds a verified JWT to the rules
+//! portcullis adds (`iat` present, whole-second dates, a bounded life, a `sub`) and, when it
 //! passes, sets the identity headers exactly as portcullis would, removes portcullis's cookies, and
 //! marks the request as decided; `ext_authz`, skipped for such requests only; the router. Each portcullis route becomes an
 //! Envoy route (same order, same matching) that names it to ext_authz; a route whose decision

@@ -1,10 +1,15 @@
 //! What the filter decides for one request, over any header map (Envoy's through `abi`, a plain
 //! one in the tests).
 
+#![forbid(unsafe_code)]
+
+use std::borrow::Cow;
+use std::fmt;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// The filter's config, as `portcullis envoy-config --fast-path-filter native` writes it.
 #[derive(Debug, Clone, Deserialize)]
@@ -27,11 +32,35 @@ pub struct Settings {
     pub user_header: String,
     pub email_header: String,
     pub groups_header: String,
+    /// The claims read from a token: the ones below and the two configured ones.
+    #[serde(skip)]
+    wanted: Vec<String>,
 }
+
+/// The claims the filter reads whatever the config says.
+const CLAIMS: [&str; 9] = [
+    "iss",
+    "sub",
+    "exp",
+    "iat",
+    "nbf",
+    "email",
+    "email_verified",
+    "user",
+    "groups",
+];
 
 impl Settings {
     pub fn from_json(json: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(json).map_err(|e| format!("the filter's config: {e}"))
+        let mut s: Self =
+            serde_json::from_slice(json).map_err(|e| format!("the filter's config: {e}"))?;
+        s.wanted = CLAIMS.iter().map(|c| (*c).to_owned()).collect();
+        for claim in [s.user_claim.clone(), s.groups_claim.clone()] {
+            if !s.wanted.contains(&claim) {
+                s.wanted.push(claim);
+            }
+        }
+        Ok(s)
     }
 }
 
@@ -61,15 +90,21 @@ pub fn on_request_headers(s: &Settings, req: &mut impl Request) {
         return;
     };
     let from_pass = issuer.as_slice() == s.pass_issuer.as_bytes();
+    let cookies = req.values("cookie");
+    let authorization;
     let token = if from_pass {
-        only_cookie(&req.values("cookie"), &s.pass_cookie)
+        only_cookie(&cookies, &s.pass_cookie)
     } else {
-        only_bearer(&req.values("authorization"))
+        authorization = req.values("authorization");
+        only_bearer(&authorization)
     };
-    let Some(claims) = token.as_deref().and_then(payload) else {
+    let Some(json) = token.and_then(payload) else {
         return;
     };
-    if claims.get("iss").and_then(Value::as_str).map(str::as_bytes) != Some(issuer.as_slice())
+    let Some(claims) = read_claims(s, &json) else {
+        return;
+    };
+    if usable(claims.get("iss")).map(str::as_bytes) != Some(issuer.as_slice())
         || !acceptable(&claims, s.max_lifetime)
     {
         return;
@@ -79,73 +114,203 @@ pub fn on_request_headers(s: &Settings, req: &mut impl Request) {
     } else {
         bearer_identity(s, &claims, req)
     };
-    strip_cookies(s, req);
+    strip_cookies(s, &cookies, req);
     req.decided(user.as_deref());
 }
 
-/// The one cookie named `name` among every Cookie header, unquoted; none when it is missing,
-/// repeated or quoted (Envoy would read the first, or unquote it: not worth being clever).
-fn only_cookie(headers: &[Vec<u8>], name: &str) -> Option<String> {
+/// The `;`-separated pieces of a Cookie header, found with memchr: a session cookie is kilobytes.
+fn pieces(header: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b';', header)
+        .chain(std::iter::once(header.len()))
+        .map(move |end| {
+            let piece = &header[start..end];
+            start = end + 1;
+            piece
+        })
+}
+
+/// The one cookie named `name` among every Cookie header; none when it is missing, repeated or
+/// quoted (Envoy would read the first, or unquote it: not worth being clever).
+fn only_cookie<'a>(headers: &'a [Vec<u8>], name: &str) -> Option<&'a [u8]> {
     let mut found = None;
-    for header in headers {
-        for piece in header.split(|b| *b == b';') {
-            let piece = piece.trim_ascii_start();
-            let Some(eq) = piece.iter().position(|b| *b == b'=') else {
-                continue;
-            };
-            if &piece[..eq] != name.as_bytes() {
-                continue;
-            }
-            if found.is_some() {
-                return None;
-            }
-            found = Some(piece[eq + 1..].trim_ascii_end());
+    for piece in headers.iter().flat_map(|h| pieces(h)) {
+        let piece = piece.trim_ascii_start();
+        let Some(value) = piece
+            .strip_prefix(name.as_bytes())
+            .and_then(|rest| rest.strip_prefix(b"="))
+        else {
+            continue;
+        };
+        if found.is_some() {
+            return None;
         }
+        found = Some(value.trim_ascii_end());
     }
-    let value = found?;
-    jws_shaped(value).then(|| String::from_utf8_lossy(value).into_owned())
+    found.filter(|v| !v.starts_with(b"\""))
 }
 
 /// The token of the one `Authorization: Bearer <token>` header.
-fn only_bearer(headers: &[Vec<u8>]) -> Option<String> {
+fn only_bearer(headers: &[Vec<u8>]) -> Option<&[u8]> {
     let [header] = headers else {
         return None;
     };
-    let token = header.strip_prefix(b"Bearer ")?;
-    jws_shaped(token).then(|| String::from_utf8_lossy(token).into_owned())
+    header.strip_prefix(b"Bearer ")
 }
 
-/// Three base64url parts: nothing Envoy's extraction would cut short.
-fn jws_shaped(token: &[u8]) -> bool {
-    token
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && token.iter().filter(|b| **b == b'.').count() == 2
+/// The payload (JSON) of a JWT `jwt_authn` has verified (its signature is not checked again).
+/// Whatever Envoy's extraction took of the header or cookie, it starts where `token` starts, so the
+/// part between the first two dots is the payload Envoy verified.
+fn payload(token: &[u8]) -> Option<Vec<u8>> {
+    let first = memchr::memchr(b'.', token)?;
+    let rest = &token[first + 1..];
+    let part = &rest[..memchr::memchr(b'.', rest)?];
+    URL_SAFE_NO_PAD.decode(part).ok()
 }
 
-/// The payload of a JWT `jwt_authn` has verified (its signature is not checked again).
-fn payload(token: &str) -> Option<Map<String, Value>> {
-    let part = token.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
-        Value::Object(claims) => Some(claims),
-        _ => None,
+/// The claims the filter reads of `json`. A claim it reads named twice, which portcullis refuses
+/// (RFC 8725) and Envoy reads, leaves the request to portcullis.
+fn read_claims<'a, 's>(s: &'s Settings, json: &'a [u8]) -> Option<Claims<'a, 's>> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let claims = Wanted(&s.wanted, std::marker::PhantomData)
+        .deserialize(&mut de)
+        .ok()?;
+    de.end().ok()?;
+    Some(claims)
+}
+
+/// A claim's value as the filter reads it: strings borrowed from the payload where they can be.
+#[derive(Debug, Clone, PartialEq)]
+enum Claim<'a> {
+    Str(Cow<'a, str>),
+    /// A non-negative integer (a NumericDate is one).
+    Int(u64),
+    Bool(bool),
+    /// An array's strings (other elements left out).
+    Strs(Vec<Cow<'a, str>>),
+    /// Anything else: a fraction, a negative number, an object, null.
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Claim<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ClaimVisitor)
+    }
+}
+
+struct ClaimVisitor;
+
+impl<'de> Visitor<'de> for ClaimVisitor {
+    type Value = Claim<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Claim<'de>, E> {
+        Ok(Claim::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Claim<'de>, E> {
+        Ok(Claim::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Claim<'de>, E> {
+        Ok(Claim::Int(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Claim<'de>, E> {
+        Ok(u64::try_from(v).map_or(Claim::Other, Claim::Int))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Claim<'de>, E> {
+        Ok(Claim::Other)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Claim<'de>, E> {
+        Ok(Claim::Bool(v))
+    }
+    fn visit_unit<E>(self) -> Result<Claim<'de>, E> {
+        Ok(Claim::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Claim<'de>, A::Error> {
+        let mut strs = Vec::new();
+        while let Some(item) = seq.next_element::<Claim<'de>>()? {
+            if let Claim::Str(s) = item {
+                strs.push(s);
+            }
+        }
+        Ok(Claim::Strs(strs))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claim<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Claim::Other)
+    }
+}
+
+/// The wanted claims of one payload, by name.
+struct Claims<'a, 's> {
+    names: &'s [String],
+    values: Vec<Option<Claim<'a>>>,
+}
+
+impl<'a> Claims<'a, '_> {
+    fn get(&self, name: &str) -> Option<&Claim<'a>> {
+        let i = self.names.iter().position(|n| n == name)?;
+        self.values[i].as_ref()
+    }
+}
+
+/// Reads a JSON object keeping only the claims named, each at most once; skips the rest unbuilt.
+struct Wanted<'a, 's>(&'s [String], std::marker::PhantomData<&'a ()>);
+
+impl<'a, 's> DeserializeSeed<'a> for Wanted<'a, 's> {
+    type Value = Claims<'a, 's>;
+
+    fn deserialize<D: serde::Deserializer<'a>>(self, d: D) -> Result<Claims<'a, 's>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'a, 's> Visitor<'a> for Wanted<'a, 's> {
+    type Value = Claims<'a, 's>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JWT payload (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<Claims<'a, 's>, A::Error> {
+        let mut values = vec![None; self.0.len()];
+        while let Some(key) = map.next_key::<Cow<'a, str>>()? {
+            match self.0.iter().position(|n| *n == key) {
+                Some(i) if values[i].is_some() => {
+                    return Err(A::Error::custom("a claim named twice"));
+                }
+                Some(i) => values[i] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Claims {
+            names: self.0,
+            values,
+        })
     }
 }
 
 /// A non-empty string without control characters.
-fn usable(v: Option<&Value>) -> Option<&str> {
-    v.and_then(Value::as_str)
-        .filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+fn usable<'c>(v: Option<&'c Claim>) -> Option<&'c str> {
+    match v {
+        Some(Claim::Str(s)) if !s.is_empty() && !s.chars().any(char::is_control) => Some(s),
+        _ => None,
+    }
 }
 
 /// A NumericDate as portcullis takes it (RFC 9068): whole seconds, within JSON's exact integers.
-fn whole(v: Option<&Value>) -> Option<u64> {
-    v.and_then(Value::as_u64).filter(|n| *n < (1 << 53))
+fn whole(v: Option<&Claim>) -> Option<u64> {
+    match v {
+        Some(Claim::Int(n)) if *n < (1 << 53) => Some(*n),
+        _ => None,
+    }
 }
 
 /// What portcullis checks beyond Envoy: `iat` present, whole-second dates, a bounded life, a `sub`.
-fn acceptable(claims: &Map<String, Value>, max_lifetime: u64) -> bool {
+fn acceptable(claims: &Claims, max_lifetime: u64) -> bool {
     let (Some(exp), Some(iat)) = (whole(claims.get("exp")), whole(claims.get("iat"))) else {
         return false;
     };
@@ -159,11 +324,7 @@ fn acceptable(claims: &Map<String, Value>, max_lifetime: u64) -> bool {
 }
 
 /// The pass carries the headers' values as portcullis made them.
-fn pass_identity(
-    s: &Settings,
-    claims: &Map<String, Value>,
-    req: &mut impl Request,
-) -> Option<String> {
+fn pass_identity(s: &Settings, claims: &Claims, req: &mut impl Request) -> Option<String> {
     for (claim, header) in [
         ("user", &s.user_header),
         ("email", &s.email_header),
@@ -180,13 +341,9 @@ fn pass_identity(
 
 /// The identity headers from a bearer token, as portcullis sets them: the user claim, else `sub`;
 /// `email` unless marked unverified; the groups `%`- and `,`-encoded and joined.
-fn bearer_identity(
-    s: &Settings,
-    claims: &Map<String, Value>,
-    req: &mut impl Request,
-) -> Option<String> {
+fn bearer_identity(s: &Settings, claims: &Claims, req: &mut impl Request) -> Option<String> {
     let email = usable(claims.get("email"))
-        .filter(|_| claims.get("email_verified") != Some(&Value::Bool(false)));
+        .filter(|_| claims.get("email_verified") != Some(&Claim::Bool(false)));
     let user = if s.user_claim == "email" {
         email
     } else {
@@ -199,11 +356,11 @@ fn bearer_identity(
         req.set(&s.email_header, email);
     }
     let groups: Vec<String> = match claims.get(&s.groups_claim) {
-        Some(Value::String(g)) => vec![encode(g)],
-        Some(Value::Array(gs)) => gs.iter().filter_map(Value::as_str).map(encode).collect(),
+        Some(Claim::Str(g)) => vec![encode(g)],
+        Some(Claim::Strs(gs)) => gs.iter().map(|g| encode(g)).collect(),
         _ => Vec::new(),
     };
-    let joined = Value::String(groups.join(","));
+    let joined = Claim::Str(groups.join(",").into());
     if let Some(groups) = usable(Some(&joined)) {
         req.set(&s.groups_header, groups);
     }
@@ -214,27 +371,21 @@ fn encode(group: &str) -> String {
     group.replace('%', "%25").replace(',', "%2C")
 }
 
-/// Every Cookie header without portcullis's cookies (the session, its chunks, login transactions,
-/// the pass); every other cookie kept byte for byte, in one header.
-fn strip_cookies(s: &Settings, req: &mut impl Request) {
-    let headers = req.values("cookie");
+/// Every Cookie header (`headers`, as the request came) without portcullis's cookies (the session,
+/// its chunks, login transactions, the pass); every other cookie kept byte for byte, in one header.
+fn strip_cookies(s: &Settings, headers: &[Vec<u8>], req: &mut impl Request) {
     let mut kept: Vec<&[u8]> = Vec::new();
     let mut changed = false;
-    for header in &headers {
-        for piece in header.split(|b| *b == b';') {
-            let piece = piece.trim_ascii();
-            if piece.is_empty() {
-                continue;
-            }
-            let ours = piece
-                .iter()
-                .position(|b| *b == b'=')
-                .is_some_and(|eq| is_ours(&s.session, &piece[..eq]));
-            if ours {
-                changed = true;
-            } else {
-                kept.push(piece);
-            }
+    for piece in headers.iter().flat_map(|h| pieces(h)) {
+        let piece = piece.trim_ascii();
+        if piece.is_empty() {
+            continue;
+        }
+        let ours = memchr::memchr(b'=', piece).is_some_and(|eq| is_ours(&s.session, &piece[..eq]));
+        if ours {
+            changed = true;
+        } else {
+            kept.push(piece);
         }
     }
     if !changed {
@@ -253,6 +404,8 @@ fn is_ours(session: &str, name: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[derive(Default)]
@@ -410,14 +563,10 @@ mod tests {
                 ("authorization", format!("Bearer {bearer}")),
                 ("authorization", format!("Bearer {bearer}")),
             ],
-            // A quoted pass, a token with more after it, another scheme.
+            // A quoted pass, another scheme.
             vec![
                 ("x-portcullis-jwt-issuer", PASS_ISS.into()),
                 ("cookie", format!("portcullis-pass=\"{pass}\"")),
-            ],
-            vec![
-                ("x-portcullis-jwt-issuer", IDP.into()),
-                ("authorization", format!("Bearer {bearer} x")),
             ],
             vec![
                 ("x-portcullis-jwt-issuer", IDP.into()),
@@ -444,6 +593,41 @@ mod tests {
         }
     }
 
+    /// Whatever Envoy took of the header after the prefix starts where the token starts, so the
+    /// payload between the first two dots is the one it verified.
+    #[test]
+    fn the_payload_read_is_the_one_envoy_verified_whatever_follows_it() {
+        let bearer = jwt(bearer_claims());
+        let mut r = Fake::with(&[
+            ("x-portcullis-jwt-issuer", IDP),
+            ("authorization", &format!("Bearer {bearer} x")),
+        ]);
+        on_request_headers(&settings(), &mut r);
+        assert_eq!(r.decided, Some(Some("u1".into())));
+    }
+
+    #[test]
+    fn a_wanted_claim_named_twice_is_left_to_portcullis_which_refuses_it() {
+        let payload =
+            r#"{"iss":"https://idp.example/","sub":"u1","sub":"admin","iat":1000,"exp":1600}"#;
+        let token = format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(payload));
+        let mut r = Fake::with(&[
+            ("x-portcullis-jwt-issuer", IDP),
+            ("authorization", &format!("Bearer {token}")),
+        ]);
+        on_request_headers(&settings(), &mut r);
+        assert_eq!(r.decided, None);
+        // Another claim named twice is not read, and changes nothing.
+        let payload = r#"{"iss":"https://idp.example/","sub":"u1","aud":"a","aud":"b","iat":1000,"exp":1600}"#;
+        let token = format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(payload));
+        let mut r = Fake::with(&[
+            ("x-portcullis-jwt-issuer", IDP),
+            ("authorization", &format!("Bearer {token}")),
+        ]);
+        on_request_headers(&settings(), &mut r);
+        assert_eq!(r.decided, Some(Some("u1".into())));
+    }
+
     #[test]
     fn tokens_outside_portcullis_rules_are_left_to_ext_authz() {
         let base = bearer_claims();
@@ -455,6 +639,10 @@ mod tests {
             ("sub", serde_json::json!("")),
             ("sub", serde_json::json!("a\nb")),
             ("exp", serde_json::json!(1000 + 86401)),
+            ("iat", serde_json::json!(-5)),
+            ("exp", serde_json::json!(9_007_199_254_740_993_u64)),
+            ("exp", serde_json::json!(1600.0)),
+            ("sub", serde_json::json!(["u1"])),
         ];
         for (claim, value) in mutations {
             let mut claims = base.clone();
@@ -470,6 +658,20 @@ mod tests {
             on_request_headers(&settings(), &mut r);
             assert_eq!(r.decided, None, "{claim}: {value}");
         }
+    }
+
+    #[test]
+    fn escaped_strings_are_read_unescaped_and_only_string_groups_count() {
+        let payload = r#"{"iss":"https:\/\/idp.example\/","sub":"u\u0031","iat":1000,"exp":1600,"email":"a\u0040example.com","groups":[1,"eng",{"x":1},null,"ops"]}"#;
+        let token = format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(payload));
+        let mut r = Fake::with(&[
+            ("x-portcullis-jwt-issuer", IDP),
+            ("authorization", &format!("Bearer {token}")),
+        ]);
+        on_request_headers(&settings(), &mut r);
+        assert_eq!(r.decided, Some(Some("u1".into())));
+        assert_eq!(r.get("x-auth-request-email"), ["a@example.com"]);
+        assert_eq!(r.get("x-auth-request-groups"), ["eng,ops"]);
     }
 
     #[test]
@@ -489,18 +691,19 @@ mod tests {
 
     #[test]
     fn cookies_not_ours_are_kept_byte_for_byte_and_untouched_headers_stay() {
+        let strip = |r: &mut Fake| strip_cookies(&settings(), &r.values("cookie"), r);
         let mut r = Fake::with(&[("cookie", "a=1;b=2"), ("cookie", "portcullisx=3")]);
-        strip_cookies(&settings(), &mut r);
+        strip(&mut r);
         // Nothing of ours: the headers are not rewritten.
         assert_eq!(r.get("cookie"), ["a=1;b=2", "portcullisx=3"]);
         let mut r = Fake::with(&[
             ("cookie", " a=1 ; portcullis-login-abc=z;"),
             ("cookie", "portcullis=s"),
         ]);
-        strip_cookies(&settings(), &mut r);
+        strip(&mut r);
         assert_eq!(r.get("cookie"), ["a=1"]);
         let mut r = Fake::with(&[("cookie", "portcullis=s; portcullis-pass=p")]);
-        strip_cookies(&settings(), &mut r);
+        strip(&mut r);
         assert!(r.get("cookie").is_empty());
     }
 
