@@ -486,6 +486,21 @@ mod tests {
         )
     }
 
+    /// A token of `payload` as written (for claims JSON cannot hold twice or unescaped).
+    fn raw(payload: &str) -> String {
+        format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(payload))
+    }
+
+    /// `token` verified by `jwt_authn` as the IdP's bearer token, decided on.
+    fn decide_bearer(s: &Settings, token: &str) -> Fake {
+        let mut r = Fake::with(&[
+            ("x-portcullis-jwt-issuer", IDP),
+            ("authorization", &format!("Bearer {token}")),
+        ]);
+        on_request_headers(s, &mut r);
+        r
+    }
+
     fn bearer_claims() -> Value {
         serde_json::json!({"iss": IDP, "sub": "u1", "iat": 1000, "exp": 1600,
             "email": "a@example.com", "groups": ["eng", "a,b%"]})
@@ -597,12 +612,7 @@ mod tests {
     /// payload between the first two dots is the one it verified.
     #[test]
     fn the_payload_read_is_the_one_envoy_verified_whatever_follows_it() {
-        let bearer = jwt(bearer_claims());
-        let mut r = Fake::with(&[
-            ("x-portcullis-jwt-issuer", IDP),
-            ("authorization", &format!("Bearer {bearer} x")),
-        ]);
-        on_request_headers(&settings(), &mut r);
+        let r = decide_bearer(&settings(), &format!("{} x", jwt(bearer_claims())));
         assert_eq!(r.decided, Some(Some("u1".into())));
     }
 
@@ -610,21 +620,11 @@ mod tests {
     fn a_wanted_claim_named_twice_is_left_to_portcullis_which_refuses_it() {
         let payload =
             r#"{"iss":"https://idp.example/","sub":"u1","sub":"admin","iat":1000,"exp":1600}"#;
-        let token = format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(payload));
-        let mut r = Fake::with(&[
-            ("x-portcullis-jwt-issuer", IDP),
-            ("authorization", &format!("Bearer {token}")),
-        ]);
-        on_request_headers(&settings(), &mut r);
+        let r = decide_bearer(&settings(), &raw(payload));
         assert_eq!(r.decided, None);
         // Another claim named twice is not read, and changes nothing.
         let payload = r#"{"iss":"https://idp.example/","sub":"u1","aud":"a","aud":"b","iat":1000,"exp":1600}"#;
-        let token = format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(payload));
-        let mut r = Fake::with(&[
-            ("x-portcullis-jwt-issuer", IDP),
-            ("authorization", &format!("Bearer {token}")),
-        ]);
-        on_request_headers(&settings(), &mut r);
+        let r = decide_bearer(&settings(), &raw(payload));
         assert_eq!(r.decided, Some(Some("u1".into())));
     }
 
@@ -651,11 +651,7 @@ mod tests {
             } else {
                 claims[claim] = value.clone();
             }
-            let mut r = Fake::with(&[
-                ("x-portcullis-jwt-issuer", IDP),
-                ("authorization", &format!("Bearer {}", jwt(claims))),
-            ]);
-            on_request_headers(&settings(), &mut r);
+            let r = decide_bearer(&settings(), &jwt(claims));
             assert_eq!(r.decided, None, "{claim}: {value}");
         }
     }
@@ -663,12 +659,7 @@ mod tests {
     #[test]
     fn escaped_strings_are_read_unescaped_and_only_string_groups_count() {
         let payload = r#"{"iss":"https:\/\/idp.example\/","sub":"u\u0031","iat":1000,"exp":1600,"email":"a\u0040example.com","groups":[1,"eng",{"x":1},null,"ops"]}"#;
-        let token = format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(payload));
-        let mut r = Fake::with(&[
-            ("x-portcullis-jwt-issuer", IDP),
-            ("authorization", &format!("Bearer {token}")),
-        ]);
-        on_request_headers(&settings(), &mut r);
+        let r = decide_bearer(&settings(), &raw(payload));
         assert_eq!(r.decided, Some(Some("u1".into())));
         assert_eq!(r.get("x-auth-request-email"), ["a@example.com"]);
         assert_eq!(r.get("x-auth-request-groups"), ["eng,ops"]);
@@ -680,11 +671,7 @@ mod tests {
         s.user_claim = "email".into();
         let mut claims = bearer_claims();
         claims["email_verified"] = Value::Bool(false);
-        let mut r = Fake::with(&[
-            ("x-portcullis-jwt-issuer", IDP),
-            ("authorization", &format!("Bearer {}", jwt(claims))),
-        ]);
-        on_request_headers(&s, &mut r);
+        let r = decide_bearer(&s, &jwt(claims));
         assert_eq!(r.get("x-auth-request-user"), ["u1"]);
         assert!(r.get("x-auth-request-email").is_empty());
     }
