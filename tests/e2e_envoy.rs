@@ -834,6 +834,35 @@ async fn groups_and_other_cookies_reach_the_upstream_unambiguous_and_unchanged()
         ["eng%2Cadmins,ops,100%25"]
     );
     assert_eq!(seen.all("cookie"), [foreign]);
+    // Spellings portcullis's own cookie reading takes as its cookies go on every path: a name
+    // with spaces around it, one after a `,`.
+    let r = s
+        .get("/api/tables")
+        .bearer_auth(&token)
+        .header(
+            "cookie",
+            "prefs=1; portcullis =stale; a=1, portcullis-2=x;theme=dark",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen = s.upstream.last();
+    let sent = seen.all("cookie").join("; ");
+    let names: Vec<&str> = sent
+        .split([';', ','])
+        .filter_map(|part| Some(part.trim().split_once('=')?.0.trim()))
+        .collect();
+    assert!(
+        names.contains(&"prefs") && names.contains(&"theme"),
+        "{sent}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| *n == "portcullis" || n.starts_with("portcullis-")),
+        "{sent}"
+    );
 }
 
 /// With `login.redirect_uri` set, logout sends the browser back to that origin, whatever `Host` said.

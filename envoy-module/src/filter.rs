@@ -381,7 +381,12 @@ fn strip_cookies(s: &Settings, headers: &[Vec<u8>], req: &mut impl Request) {
         if piece.is_empty() {
             continue;
         }
-        let ours = memchr::memchr(b'=', piece).is_some_and(|eq| is_ours(&s.session, &piece[..eq]));
+        // Read as portcullis's own jar reads it (`,` separates too, names are trimmed): a piece
+        // that holds one of ours by that reading goes whole.
+        let ours = piece.split(|b| *b == b',').any(|part| {
+            memchr::memchr(b'=', part)
+                .is_some_and(|eq| is_ours(&s.session, part[..eq].trim_ascii()))
+        });
         if ours {
             changed = true;
         } else {
@@ -402,59 +407,61 @@ fn is_ours(session: &str, name: &[u8]) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"-"))
 }
 
+/// A request as plain data: for the tests and the fuzz target, which run without Envoy.
+#[derive(Debug, Default, Clone)]
+pub struct PlainRequest {
+    pub headers: Vec<(String, String)>,
+    /// What `decided` was told, if it was.
+    pub decided: Option<Option<String>>,
+}
+
+impl PlainRequest {
+    pub fn with(headers: &[(&str, &str)]) -> Self {
+        Self {
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            decided: None,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+impl Request for PlainRequest {
+    fn values(&self, name: &str) -> Vec<Vec<u8>> {
+        self.get(name)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect()
+    }
+    fn set(&mut self, name: &str, value: &str) {
+        self.remove(name);
+        self.add(name, value);
+    }
+    fn remove(&mut self, name: &str) {
+        self.headers.retain(|(k, _)| k != name);
+    }
+    fn add(&mut self, name: &str, value: &str) {
+        self.headers.push((name.into(), value.into()));
+    }
+    fn decided(&mut self, user: Option<&str>) {
+        self.decided = Some(user.map(str::to_owned));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::Value;
 
     use super::*;
-
-    #[derive(Default)]
-    struct Fake {
-        headers: Vec<(String, String)>,
-        decided: Option<Option<String>>,
-    }
-
-    impl Request for Fake {
-        fn values(&self, name: &str) -> Vec<Vec<u8>> {
-            self.headers
-                .iter()
-                .filter(|(k, _)| k == name)
-                .map(|(_, v)| v.as_bytes().to_vec())
-                .collect()
-        }
-        fn set(&mut self, name: &str, value: &str) {
-            self.remove(name);
-            self.add(name, value);
-        }
-        fn remove(&mut self, name: &str) {
-            self.headers.retain(|(k, _)| k != name);
-        }
-        fn add(&mut self, name: &str, value: &str) {
-            self.headers.push((name.into(), value.into()));
-        }
-        fn decided(&mut self, user: Option<&str>) {
-            self.decided = Some(user.map(str::to_owned));
-        }
-    }
-
-    impl Fake {
-        fn with(headers: &[(&str, &str)]) -> Self {
-            Fake {
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| ((*k).into(), (*v).into()))
-                    .collect(),
-                decided: None,
-            }
-        }
-        fn get(&self, name: &str) -> Vec<&str> {
-            self.headers
-                .iter()
-                .filter(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-                .collect()
-        }
-    }
 
     const PASS_ISS: &str = "https://portcullis.example/";
     const IDP: &str = "https://idp.example/";
@@ -492,8 +499,8 @@ mod tests {
     }
 
     /// `token` verified by `jwt_authn` as the IdP's bearer token, decided on.
-    fn decide_bearer(s: &Settings, token: &str) -> Fake {
-        let mut r = Fake::with(&[
+    fn decide_bearer(s: &Settings, token: &str) -> PlainRequest {
+        let mut r = PlainRequest::with(&[
             ("x-portcullis-jwt-issuer", IDP),
             ("authorization", &format!("Bearer {token}")),
         ]);
@@ -514,7 +521,7 @@ mod tests {
     #[test]
     fn a_verified_bearer_token_sets_the_identity_headers_and_decides() {
         let token = jwt(bearer_claims());
-        let mut r = Fake::with(&[
+        let mut r = PlainRequest::with(&[
             ("x-portcullis-jwt-issuer", IDP),
             ("authorization", &format!("Bearer {token}")),
             ("cookie", "a=1; portcullis=sealed; portcullis-2=x; b=2"),
@@ -533,7 +540,7 @@ mod tests {
     #[test]
     fn a_verified_pass_uses_its_own_claims_and_drops_authorization() {
         let pass = jwt(pass_claims());
-        let mut r = Fake::with(&[
+        let mut r = PlainRequest::with(&[
             ("x-portcullis-jwt-issuer", PASS_ISS),
             ("authorization", "Bearer forged.x.y"),
             ("cookie", &format!("portcullis-pass={pass}; theme=dark")),
@@ -547,7 +554,8 @@ mod tests {
 
     #[test]
     fn no_verified_jwt_leaves_the_request_to_ext_authz() {
-        let mut r = Fake::with(&[("authorization", &format!("Bearer {}", jwt(bearer_claims())))]);
+        let mut r =
+            PlainRequest::with(&[("authorization", &format!("Bearer {}", jwt(bearer_claims())))]);
         on_request_headers(&settings(), &mut r);
         assert_eq!(r.decided, None);
         assert!(r.get("x-auth-request-user").is_empty());
@@ -600,7 +608,7 @@ mod tests {
         ];
         for case in cases {
             let headers: Vec<(&str, &str)> = case.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let mut r = Fake::with(&headers);
+            let mut r = PlainRequest::with(&headers);
             on_request_headers(&settings(), &mut r);
             assert_eq!(r.decided, None, "{case:?}");
             assert!(r.get("x-portcullis-jwt-issuer").is_empty(), "{case:?}");
@@ -678,20 +686,27 @@ mod tests {
 
     #[test]
     fn cookies_not_ours_are_kept_byte_for_byte_and_untouched_headers_stay() {
-        let strip = |r: &mut Fake| strip_cookies(&settings(), &r.values("cookie"), r);
-        let mut r = Fake::with(&[("cookie", "a=1;b=2"), ("cookie", "portcullisx=3")]);
+        let strip = |r: &mut PlainRequest| strip_cookies(&settings(), &r.values("cookie"), r);
+        let mut r = PlainRequest::with(&[("cookie", "a=1;b=2"), ("cookie", "portcullisx=3")]);
         strip(&mut r);
         // Nothing of ours: the headers are not rewritten.
         assert_eq!(r.get("cookie"), ["a=1;b=2", "portcullisx=3"]);
-        let mut r = Fake::with(&[
+        let mut r = PlainRequest::with(&[
             ("cookie", " a=1 ; portcullis-login-abc=z;"),
             ("cookie", "portcullis=s"),
         ]);
         strip(&mut r);
         assert_eq!(r.get("cookie"), ["a=1"]);
-        let mut r = Fake::with(&[("cookie", "portcullis=s; portcullis-pass=p")]);
+        let mut r = PlainRequest::with(&[("cookie", "portcullis=s; portcullis-pass=p")]);
         strip(&mut r);
         assert!(r.get("cookie").is_empty());
+        // Spellings portcullis's jar reads as ours go too; a piece with no `=` is no cookie.
+        let mut r = PlainRequest::with(&[(
+            "cookie",
+            "portcullis =s; a=1, portcullis-2=x; portcullis-pass",
+        )]);
+        strip(&mut r);
+        assert_eq!(r.get("cookie"), ["portcullis-pass"]);
     }
 
     #[test]
