@@ -680,8 +680,7 @@ impl<'a> Writer<'a> {
             .replace("@USER_HEADER@", &lua_string(&h.user))
             .replace("@EMAIL_HEADER@", &lua_string(&h.email))
             .replace("@GROUPS_HEADER@", &lua_string(&h.groups));
-        self.line(10, "# 3. A verified JWT held to portcullis's rules; then the identity headers as portcullis");
-        self.line(10, "#    sets them, its cookies (session, chunks, login, pass) removed, ext_authz skipped.");
+        self.step_comment(None);
         self.line(10, "- name: envoy.filters.http.lua");
         self.line(12, "typed_config:");
         self.line(
@@ -696,6 +695,16 @@ impl<'a> Writer<'a> {
             } else {
                 self.line(18, line);
             }
+        }
+    }
+
+    /// Step 3's comment, the same for either filter; `what` names it when it is not Envoy's own.
+    fn step_comment(&mut self, what: Option<&str>) {
+        self.line(10, "# 3. A verified JWT held to portcullis's rules; then the identity headers as portcullis");
+        let end = if what.is_some() { ':' } else { '.' };
+        self.line(10, &format!("#    sets them, its cookies (session, chunks, login, pass) removed, ext_authz skipped{end}"));
+        if let Some(what) = what {
+            self.line(10, &format!("#    {what}"));
         }
     }
 
@@ -714,9 +723,9 @@ impl<'a> Writer<'a> {
             "email_header": &*h.email,
             "groups_header": &*h.groups,
         });
-        self.line(10, "# 3. A verified JWT held to portcullis's rules; then the identity headers as portcullis");
-        self.line(10, "#    sets them, its cookies (session, chunks, login, pass) removed, ext_authz skipped:");
-        self.line(10, "#    portcullis's own filter, libportcullis_envoy.so from ENVOY_DYNAMIC_MODULES_SEARCH_PATH.");
+        self.step_comment(Some(
+            "portcullis's own filter, libportcullis_envoy.so from ENVOY_DYNAMIC_MODULES_SEARCH_PATH.",
+        ));
         self.line(10, "- name: envoy.filters.http.dynamic_modules");
         self.line(12, "typed_config:");
         self.line(14, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter");

@@ -98,7 +98,7 @@ impl Stack {
 }
 
 fn is_opaque(token: &str) -> bool {
-    token.matches('.').count() != 2
+    !portcullis::token::validate::is_jws_shaped(token)
 }
 
 #[tokio::test]

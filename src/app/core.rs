@@ -331,12 +331,7 @@ fn login_flow(
     sessions: SessionStore,
 ) -> LoginFlow {
     let l = &config.login;
-    let token_endpoint = TokenEndpoint::new(
-        client,
-        p.client_id.clone(),
-        p.client_secret.clone(),
-        p.token_endpoint_auth_method,
-    );
+    let token_endpoint = TokenEndpoint::new(client, p.credentials());
     LoginFlow::new(
         LoginSettings {
             provider: p.name.as_deref().map(Arc::from),

@@ -13,7 +13,7 @@ use crate::authz::login::Scheme;
 use crate::authz::pass::PassSettings;
 use crate::authz::policy::HostMatch;
 use crate::authz::{IdentityHeaders, Policy, UpstreamAuthorization};
-use crate::idp::{Ask, TokenEndpointAuth};
+use crate::idp::{Ask, ClientCredentials, TokenEndpointAuth};
 use crate::listener::Limits;
 use crate::proxies::TrustedProxies;
 use crate::secret::Secret;
@@ -84,6 +84,18 @@ pub struct Provider {
     pub leeway: Duration,
     pub max_token_lifetime: Duration,
     pub token_endpoint_auth_method: Option<TokenEndpointAuth>,
+}
+
+impl Provider {
+    /// The login client as it authenticates to the provider: at the token endpoint, and when it
+    /// introspects its provider's opaque tokens.
+    pub fn credentials(&self) -> ClientCredentials {
+        ClientCredentials {
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            auth_method: self.token_endpoint_auth_method,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

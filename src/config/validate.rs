@@ -1,7 +1,7 @@
 //! Validation: the file schema becomes the types the service runs with, and every problem is
 //! collected, one line each, naming the key.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -201,21 +201,7 @@ fn validate_provider(
     if p.client_id.trim().is_empty() {
         problems.push(format!("{at}.client_id: empty"));
     }
-    let client_secret = match (p.client_secret, p.client_secret_file) {
-        (Some(_), Some(_)) => {
-            problems.push(format!(
-                "{at}: set client_secret or client_secret_file, not both"
-            ));
-            None
-        }
-        (Some(s), None) => Some(Secret::new(s)),
-        (None, Some(f)) => read_secret_file(
-            &format!("{at}.client_secret_file"),
-            &resolve(base, &f),
-            problems,
-        ),
-        (None, None) => None,
-    };
+    let client_secret = client_secret(at, p.client_secret, p.client_secret_file, base, problems);
     if p.leeway > Duration::from_secs(60) {
         problems.push(format!("{at}.leeway: at most 60s"));
     }
@@ -403,21 +389,13 @@ fn validate_opaque(
             Ask::Userinfo
         }
         OpaqueFile::Introspect if own_client => {
-            let secret = match (&entry.client_secret, &entry.client_secret_file) {
-                (Some(_), Some(_)) => {
-                    problems.push(format!(
-                        "{field}: set client_secret or client_secret_file, not both"
-                    ));
-                    None
-                }
-                (Some(s), None) => Some(Secret::new(s.clone())),
-                (None, Some(f)) => read_secret_file(
-                    &format!("{field}.client_secret_file"),
-                    &resolve(base, f),
-                    problems,
-                ),
-                (None, None) => None,
-            };
+            let secret = client_secret(
+                field,
+                entry.client_secret.clone(),
+                entry.client_secret_file.clone(),
+                base,
+                problems,
+            );
             let client_id = entry.client_id.clone().unwrap_or_default();
             if client_id.trim().is_empty() || secret.is_none() {
                 problems.push(format!(
@@ -441,11 +419,7 @@ fn validate_opaque(
                     "{field}.opaque: introspection needs a client secret: set provider.client_secret, or a client_id and client_secret here"
                 ));
             }
-            Ask::Introspect(ClientCredentials {
-                client_id: provider.client_id.clone(),
-                client_secret: provider.client_secret.clone(),
-                auth_method: provider.token_endpoint_auth_method,
-            })
+            Ask::Introspect(provider.credentials())
         }
         OpaqueFile::Introspect => {
             problems.push(format!(
@@ -655,6 +629,31 @@ fn is_usable_header_name(name: &str) -> bool {
             name.to_ascii_lowercase().as_str(),
             "authorization" | "cookie" | "host"
         )
+}
+
+/// `{at}.client_secret`, inline or from `{at}.client_secret_file`, never both.
+fn client_secret(
+    at: &str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+    base: Option<&Path>,
+    problems: &mut Vec<String>,
+) -> Option<Secret> {
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            problems.push(format!(
+                "{at}: set client_secret or client_secret_file, not both"
+            ));
+            None
+        }
+        (Some(s), None) => Some(Secret::new(s)),
+        (None, Some(f)) => read_secret_file(
+            &format!("{at}.client_secret_file"),
+            &resolve(base, &f),
+            problems,
+        ),
+        (None, None) => None,
+    }
 }
 
 fn read_secret_file(field: &str, path: &Path, problems: &mut Vec<String>) -> Option<Secret> {

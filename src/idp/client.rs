@@ -204,28 +204,36 @@ pub enum TokenEndpointAuth {
     ClientSecretPost,
 }
 
-/// How the client authenticates at an endpoint of the provider: as configured; else
-/// `client_secret_basic` unless the provider says (`supported`) it takes only `client_secret_post`.
-pub fn client_auth<'a>(
-    secret: Option<&'a Secret>,
-    configured: Option<TokenEndpointAuth>,
-    supported: &[String],
-) -> ClientAuth<'a> {
-    let Some(secret) = secret.map(Secret::expose) else {
-        return ClientAuth::None;
-    };
-    match configured {
-        Some(TokenEndpointAuth::ClientSecretBasic) => return ClientAuth::Basic(secret),
-        Some(TokenEndpointAuth::ClientSecretPost) => return ClientAuth::Post(secret),
-        None => {}
-    }
-    let post_only = !supported.is_empty()
-        && supported.iter().any(|m| m == "client_secret_post")
-        && !supported.iter().any(|m| m == "client_secret_basic");
-    if post_only {
-        ClientAuth::Post(secret)
-    } else {
-        ClientAuth::Basic(secret)
+/// A client of the provider: the login client at the token endpoint, or whoever introspects
+/// (RFC 7662 2.1: the endpoint requires authentication).
+#[derive(Debug, Clone)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub auth_method: Option<TokenEndpointAuth>,
+}
+
+impl ClientCredentials {
+    /// How the client authenticates at an endpoint of the provider: as configured; else
+    /// `client_secret_basic` unless the provider says (`supported`) it takes only
+    /// `client_secret_post`.
+    pub fn auth(&self, supported: &[String]) -> ClientAuth<'_> {
+        let Some(secret) = self.client_secret.as_ref().map(Secret::expose) else {
+            return ClientAuth::None;
+        };
+        match self.auth_method {
+            Some(TokenEndpointAuth::ClientSecretBasic) => return ClientAuth::Basic(secret),
+            Some(TokenEndpointAuth::ClientSecretPost) => return ClientAuth::Post(secret),
+            None => {}
+        }
+        let post_only = !supported.is_empty()
+            && supported.iter().any(|m| m == "client_secret_post")
+            && !supported.iter().any(|m| m == "client_secret_basic");
+        if post_only {
+            ClientAuth::Post(secret)
+        } else {
+            ClientAuth::Basic(secret)
+        }
     }
 }
 

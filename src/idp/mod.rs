@@ -7,7 +7,7 @@ pub mod discovery;
 pub mod token_endpoint;
 pub mod token_info;
 
-pub use client::{ClientAuth, IdpClient, IdpError, TokenEndpointAuth};
+pub use client::{ClientAuth, ClientCredentials, IdpClient, IdpError, TokenEndpointAuth};
 pub use discovery::{ProviderMetadata, same_issuer};
 pub use token_endpoint::{Grant, TokenEndpoint, TokenError, TokenResponse};
-pub use token_info::{Ask, AskError, ClientCredentials, TokenInfo, TokenInfoClient};
+pub use token_info::{Ask, AskError, TokenInfo, TokenInfoClient};

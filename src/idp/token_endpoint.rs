@@ -4,10 +4,9 @@
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::client::{ClientAuth, IdpClient, TokenEndpointAuth, client_auth};
+use super::client::{ClientCredentials, IdpClient};
 use super::discovery::ProviderMetadata;
 use crate::metrics::IdpEndpoint;
-use crate::secret::Secret;
 
 /// What the client asks the token endpoint for.
 pub enum Grant<'a> {
@@ -70,28 +69,19 @@ impl TokenError {
 /// One client of one provider's token endpoint.
 pub struct TokenEndpoint {
     client: IdpClient,
-    client_id: String,
-    client_secret: Option<Secret>,
-    auth_method: Option<TokenEndpointAuth>,
+    credentials: ClientCredentials,
 }
 
 impl TokenEndpoint {
-    pub fn new(
-        client: IdpClient,
-        client_id: String,
-        client_secret: Option<Secret>,
-        auth_method: Option<TokenEndpointAuth>,
-    ) -> Self {
+    pub fn new(client: IdpClient, credentials: ClientCredentials) -> Self {
         Self {
             client,
-            client_id,
-            client_secret,
-            auth_method,
+            credentials,
         }
     }
 
     pub fn client_id(&self) -> &str {
-        &self.client_id
+        &self.credentials.client_id
     }
 
     /// The code exchange or a refresh: span `idp.token` with `grant` (never the code or token).
@@ -131,8 +121,9 @@ impl TokenEndpoint {
             .post_form(
                 IdpEndpoint::token,
                 endpoint,
-                &self.client_id,
-                self.client_auth(provider),
+                &self.credentials.client_id,
+                self.credentials
+                    .auth(&provider.token_endpoint_auth_methods_supported),
                 form,
             )
             .await
@@ -151,13 +142,5 @@ impl TokenEndpoint {
             });
         }
         serde_json::from_slice(&body).map_err(|_| TokenError::Malformed)
-    }
-
-    fn client_auth(&self, provider: &ProviderMetadata) -> ClientAuth<'_> {
-        client_auth(
-            self.client_secret.as_ref(),
-            self.auth_method,
-            &provider.token_endpoint_auth_methods_supported,
-        )
     }
 }

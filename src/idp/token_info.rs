@@ -7,10 +7,9 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 use url::Url;
 
-use super::client::{IdpClient, TokenEndpointAuth, client_auth};
+use super::client::{ClientCredentials, IdpClient};
 use super::discovery::ProviderMetadata;
 use crate::metrics::IdpEndpoint;
-use crate::secret::Secret;
 
 /// The provider's verdict on one token.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,14 +31,6 @@ pub enum AskError {
     Status(u16),
     #[error("the provider's answer is not a valid document")]
     Malformed,
-}
-
-/// The client portcullis introspects as (RFC 7662 2.1: the endpoint requires authentication).
-#[derive(Debug, Clone)]
-pub struct ClientCredentials {
-    pub client_id: String,
-    pub client_secret: Option<Secret>,
-    pub auth_method: Option<TokenEndpointAuth>,
 }
 
 /// Which endpoint is asked.
@@ -108,11 +99,7 @@ impl TokenInfoClient {
         token: &str,
     ) -> Result<TokenInfo, AskError> {
         let url = self.ask.endpoint(provider)?;
-        let auth = client_auth(
-            credentials.client_secret.as_ref(),
-            credentials.auth_method,
-            &provider.introspection_endpoint_auth_methods_supported,
-        );
+        let auth = credentials.auth(&provider.introspection_endpoint_auth_methods_supported);
         let (status, body) = self
             .client
             .post_form(
