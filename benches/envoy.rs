@@ -89,6 +89,7 @@ fn main() {
     let fast_ports = EnvoyPorts::free(portcullis_fast.grpc_port, support::free_port());
     let fast_path = support::fast_path_config_with(&portcullis_fast, fast_ports, "lua");
     let fast_path_native = support::fast_path_config_with(&portcullis_fast, fast_ports, "native");
+    let fast_path_callout = support::fast_path_config_with(&portcullis_fast, fast_ports, "callout");
     let token = common::access_token(&op, 1);
     let answer = rt.block_on(common::portcullis_answer(portcullis.grpc_port, &token));
     // The no-op authorizers, served in this process.
@@ -157,6 +158,7 @@ fn main() {
         (&|| with_pass(Session::Redis, Expired::Yes), page);
     let fast = |strip| (Filter::FastPath(strip), Some(portcullis_fast.proc.pid()));
     let native = (Filter::FastPathNative, Some(portcullis_fast.proc.pid()));
+    let callout = (Filter::FastPathCallout, Some(portcullis_fast.proc.pid()));
     let variants: Vec<Variant> = [
         ("a", "no auth filter", none, bearer),
         ("b", "jwt_authn (Envoy's own)", jwt, bearer),
@@ -200,6 +202,20 @@ fn main() {
             pass_big,
         ),
         ("hn", "fast path native, pass expired", native, expired_pass),
+        ("fm", "fast path callout, bearer", callout, bearer),
+        ("gm", "fast path callout, pass", callout, pass),
+        (
+            "gcm",
+            "fast path callout, pass, cookie-store session",
+            callout,
+            pass_big,
+        ),
+        (
+            "hm",
+            "fast path callout, pass expired",
+            callout,
+            expired_pass,
+        ),
     ]
     .into_iter()
     .map(
@@ -239,6 +255,13 @@ fn main() {
         ("gn", "g"),
         ("gcn", "gc"),
         ("hn", "h"),
+        ("fm", "b"),
+        ("gm", "b"),
+        ("hm", "er"),
+        ("fm", "fn"),
+        ("gm", "gn"),
+        ("gcm", "gcn"),
+        ("hm", "hn"),
     ];
 
     let config = envoy_config(
@@ -248,6 +271,7 @@ fn main() {
         &variants,
         &fast_path,
         &fast_path_native,
+        &fast_path_callout,
     );
     let measure = Measure::from_env();
     let envoy = match measure {

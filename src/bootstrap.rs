@@ -89,6 +89,10 @@ pub enum Step {
     /// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`), told by one header what `jwt_authn` verified: the
     /// cheaper step (BENCHMARKS.md).
     Native,
+    /// The same filter as the whole step: no `jwt_authn`, no `ext_authz`. It asks portcullis over
+    /// HTTP (`listen.http_authz`) and, on the routes a JWT could decide, lets a bearer token or
+    /// pass portcullis allowed through again until the time portcullis named, without asking.
+    Callout,
 }
 
 impl std::str::FromStr for Step {
@@ -98,10 +102,14 @@ impl std::str::FromStr for Step {
         match s {
             "lua" => Ok(Self::Lua),
             "native" => Ok(Self::Native),
-            _ => Err(format!("{s:?}: expected lua or native")),
+            "callout" => Ok(Self::Callout),
+            _ => Err(format!("{s:?}: expected lua, native or callout")),
         }
     }
 }
+
+/// How many credentials the callout form remembers at most (a few MB of tokens).
+const CALLOUT_CACHE_ENTRIES: usize = 10_000;
 
 /// The header `jwt_authn` sets to a verified JWT's `iss` for the native step (`claim_to_headers`);
 /// the client's copies go with the identity headers', and the step removes it.
@@ -156,6 +164,22 @@ pub async fn generate(
                 k.issuer, k.jwks_uri
             )),
             Err(e) => problems.push(e),
+        }
+    }
+    if step == Step::Callout {
+        if endpoints.http.is_none() {
+            problems.push(
+                "listen.http_authz (or --portcullis-http): required by --fast-path-filter callout, \
+                 which asks portcullis there"
+                    .to_owned(),
+            );
+        }
+        // One remembered token stands for every fast route: with several providers it would stand
+        // on another provider's routes too.
+        if config.providers.len() > 1 {
+            problems.push(
+                "providers: --fast-path-filter callout takes one provider (use native)".to_owned(),
+            );
         }
     }
     if !problems.is_empty() {
@@ -285,6 +309,15 @@ impl<'a> Writer<'a> {
         self.line(12, "typed_config:");
         self.line(14, "\"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog");
         self.line(14, "log_format:");
+        if self.step == Step::Callout {
+            self.line(
+                16,
+                "# fast=: who a remembered credential named; user=: who portcullis named; deny=: why not.",
+            );
+            self.line(16, "text_format_source:");
+            self.line(18, "inline_string: \"[%START_TIME%] \\\"%REQ(:METHOD)% %PATH(NQ)% %PROTOCOL%\\\" %RESPONSE_CODE% %RESPONSE_FLAGS% %DURATION%ms fast=%DYNAMIC_METADATA(portcullis:user)% user=%DYNAMIC_METADATA(portcullis:asked)% deny=%DYNAMIC_METADATA(portcullis:reason)%\\n\"");
+            return;
+        }
         self.line(
             16,
             "# fast=: who a JWT Envoy verified named (no ext_authz); user=: who portcullis named.",
@@ -447,6 +480,13 @@ impl<'a> Writer<'a> {
             ),
         );
         self.line(16, "route: { cluster: portcullis_http }");
+        if self.step == Step::Callout {
+            self.line(
+                16,
+                "metadata: { filter_metadata: { portcullis: { fast: through } } }",
+            );
+            return;
+        }
         self.line(16, "typed_per_filter_config:");
         self.line(18, "envoy.filters.http.jwt_authn:");
         self.line(20, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig");
@@ -459,6 +499,19 @@ impl<'a> Writer<'a> {
     /// A route's action and per-filter settings, after its `match`.
     fn route_tail(&mut self, route: Option<&Route>, fast: Fast) {
         self.line(16, "route: { cluster: upstream }");
+        if self.step == Step::Callout {
+            // The filter asks portcullis, which matches the route itself; the metadata says what a
+            // remembered credential may decide here.
+            if let Some(name) = fast.requirement() {
+                self.line(
+                    16,
+                    &format!(
+                        "metadata: {{ filter_metadata: {{ portcullis: {{ fast: {name} }} }} }}"
+                    ),
+                );
+            }
+            return;
+        }
         self.line(16, "typed_per_filter_config:");
         match fast.requirement() {
             Some(name) => {
@@ -488,6 +541,11 @@ impl<'a> Writer<'a> {
     fn filters(&mut self) {
         let h = self.config.identity_headers.clone();
         self.line(10, "http_filters:");
+        if self.step == Step::Callout {
+            self.callout();
+            self.router();
+            return;
+        }
         self.line(
             10,
             "# 1. The client's copies of the identity headers go, whoever decides next.",
@@ -507,14 +565,64 @@ impl<'a> Writer<'a> {
         match self.step {
             Step::Lua => self.lua(),
             Step::Native => self.native(),
+            // The callout form has no step 3: its filter is the whole chain (`callout`).
+            Step::Callout => {}
         }
         self.ext_authz();
+        self.router();
+    }
+
+    fn router(&mut self) {
         self.line(10, "- name: envoy.filters.http.router");
         self.line(12, "typed_config:");
         self.line(
             14,
             "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
         );
+    }
+
+    /// The callout form: portcullis's filter is the whole step.
+    fn callout(&mut self) {
+        let h = &self.config.identity_headers;
+        let mut upstream_headers = vec![&*h.user, &*h.email, &*h.groups];
+        if let Some(a) = &self.config.assertion {
+            upstream_headers.push(&a.header);
+        }
+        let settings = serde_json::json!({
+            "session": self.cookies.session_name(),
+            "pass_cookie": self.cookies.pass_name(),
+            "cluster": "portcullis_http",
+            "timeout_ms": 1000,
+            "upstream_headers": upstream_headers,
+            "user_header": &*h.user,
+            "cache_entries": CALLOUT_CACHE_ENTRIES,
+        });
+        self.line(
+            10,
+            "# portcullis's own filter (libportcullis_envoy.so from ENVOY_DYNAMIC_MODULES_SEARCH_PATH) is",
+        );
+        self.line(10, "# the whole step: the client's copies of the identity headers go; a bearer token or pass");
+        self.line(10, "# portcullis allowed is let through again with the same headers until the time portcullis");
+        self.line(10, "# named, on the routes marked fast; anything else asks portcullis (listen.http_authz) and");
+        self.line(
+            10,
+            "# gets its answer. Fails closed (403) when portcullis cannot answer within 1 s.",
+        );
+        self.dynamic_module("authorize", &settings);
+    }
+
+    fn dynamic_module(&mut self, filter_name: &str, settings: &serde_json::Value) {
+        self.line(10, "- name: envoy.filters.http.dynamic_modules");
+        self.line(12, "typed_config:");
+        self.line(14, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter");
+        self.line(14, "dynamic_module_config: { name: portcullis_envoy }");
+        self.line(14, &format!("filter_name: {filter_name}"));
+        self.line(14, "filter_config:");
+        self.line(
+            16,
+            "\"@type\": type.googleapis.com/google.protobuf.StringValue",
+        );
+        self.line(16, &format!("value: {}", q(&settings.to_string())));
     }
 
     fn jwt_authn(&mut self) {
@@ -617,6 +725,8 @@ impl<'a> Writer<'a> {
                     "claim_to_headers: [{{ header_name: {VERIFIED_HEADER}, claim_name: iss }}]"
                 ),
             ),
+            // No jwt_authn in the callout form.
+            Step::Callout => {}
         }
         self.line(18, "jwt_cache_config: { jwt_cache_size: 1000 }");
     }
@@ -726,22 +836,19 @@ impl<'a> Writer<'a> {
         self.step_comment(Some(
             "portcullis's own filter, libportcullis_envoy.so from ENVOY_DYNAMIC_MODULES_SEARCH_PATH.",
         ));
-        self.line(10, "- name: envoy.filters.http.dynamic_modules");
-        self.line(12, "typed_config:");
-        self.line(14, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter");
-        self.line(14, "dynamic_module_config: { name: portcullis_envoy }");
-        self.line(14, "filter_name: fast_path");
-        self.line(14, "filter_config:");
-        self.line(
-            16,
-            "\"@type\": type.googleapis.com/google.protobuf.StringValue",
-        );
-        self.line(16, &format!("value: {}", q(&settings.to_string())));
+        self.dynamic_module("fast_path", &settings);
     }
 
     fn clusters(&mut self) {
         let e = self.endpoints.clone();
         self.line(2, "clusters:");
+        if self.step == Step::Callout {
+            self.cluster("upstream", &e.upstream, false, false);
+            if let Some(http) = &e.http {
+                self.cluster("portcullis_http", http, false, false);
+            }
+            return;
+        }
         self.cluster("portcullis", &e.grpc, true, true);
         self.cluster("portcullis_admin", &e.admin, false, false);
         self.cluster("upstream", &e.upstream, false, false);

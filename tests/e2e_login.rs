@@ -126,7 +126,7 @@ impl Stack {
         };
         let envoy_config = with_replicas(
             &bootstrap,
-            &more.iter().map(|p| p.grpc_port).collect::<Vec<_>>(),
+            &more.iter().map(Portcullis::authz_port).collect::<Vec<_>>(),
         );
         let envoy = Envoy::start(&envoy_config).await;
         Self {

@@ -47,6 +47,9 @@ pub enum Filter {
     /// The same generated with `--fast-path-filter native`: portcullis's Envoy filter in place of
     /// the Lua step and `jwt_authn`'s payload metadata.
     FastPathNative,
+    /// The same generated with `--fast-path-filter callout`: portcullis's Envoy filter alone,
+    /// asking portcullis over HTTP and letting what it allowed through again.
+    FastPathCallout,
 }
 
 /// Whether the fast path's Lua step strips portcullis's cookies, as generated, or skips it.
@@ -96,6 +99,7 @@ pub fn envoy_config(
     variants: &[Variant],
     fast_path: &str,
     fast_path_native: &str,
+    fast_path_callout: &str,
 ) -> String {
     let ports = EnvoyPorts::free(portcullis, support::free_port());
     let mut config: Value =
@@ -120,13 +124,14 @@ pub fn envoy_config(
             f["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = cluster.into();
             Some(f)
         }
-        Filter::FastPath(_) | Filter::FastPathNative => {
+        Filter::FastPath(_) | Filter::FastPathNative | Filter::FastPathCallout => {
             unreachable!("the fast path's listener is generated whole")
         }
     };
 
     let (fast_listener, fast_clusters) = fast_path_parts(fast_path);
     let (native_listener, _) = fast_path_parts(fast_path_native);
+    let (callout_listener, callout_clusters) = fast_path_parts(fast_path_callout);
     let listeners: Vec<Value> = variants
         .iter()
         .map(|v| {
@@ -134,6 +139,9 @@ pub fn envoy_config(
                 Filter::FastPath(strip) => return fast_path_listener(&fast_listener, v, strip),
                 Filter::FastPathNative => {
                     return fast_path_listener(&native_listener, v, CookieStrip::On);
+                }
+                Filter::FastPathCallout => {
+                    return fast_path_listener(&callout_listener, v, CookieStrip::On);
                 }
                 _ => {}
             }
@@ -176,7 +184,14 @@ pub fn envoy_config(
             ["port_value"] = c.port.into();
         shipped.push(cluster);
     }
+    // The callout form's clusters (its upstream and portcullis's HTTP port) are the same
+    // portcullis's: only the one the others lack joins.
+    let more: Vec<Value> = callout_clusters
+        .into_iter()
+        .filter(|c| !fast_clusters.iter().any(|f| f["name"] == c["name"]))
+        .collect();
     shipped.extend(fast_clusters);
+    shipped.extend(more);
     serde_yaml_ng::to_string(&config).unwrap()
 }
 

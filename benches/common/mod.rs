@@ -34,7 +34,12 @@ pub async fn start_portcullis_with(op: &Op, secret: &str, session: &str) -> Port
 /// [`start_portcullis_with`] as the native fast path needs it: passes on, nothing but identity
 /// headers upstream (`support::with_fast_path`).
 pub async fn start_portcullis_fast(op: &Op, secret: &str, session: &str) -> Portcullis {
-    let config = support::with_fast_path(bench_config(op, secret, session));
+    let mut config = support::with_fast_path(bench_config(op, secret, session));
+    // The callout form asks it over HTTP, as a trusted proxy.
+    config.push_str(&format!(
+        "listen: {{http_authz: '127.0.0.1:{}', trusted_proxies: ['127.0.0.1/32']}}\n",
+        support::free_port()
+    ));
     Portcullis::start_logging(&config, "info").await
 }
 

@@ -9,7 +9,8 @@
 use std::ffi::{c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::filter::{Request, Settings, on_request_headers};
+use crate::callout::{self, Answered, Next, Routed};
+use crate::filter::{self, Request};
 
 /// A buffer either side owns: `{ptr, length}`, as `envoy_dynamic_module_type_{module,envoy}_buffer`.
 #[repr(C)]
@@ -44,10 +45,27 @@ impl Buffer {
     }
 }
 
-/// `envoy_dynamic_module_type_http_header_type_RequestHeader`.
+/// `envoy_dynamic_module_type_module_http_header` and `..._envoy_http_header`: a header's name and
+/// value, either side's.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Header {
+    key: Buffer,
+    value: Buffer,
+}
+
+/// `envoy_dynamic_module_type_http_header_type_RequestHeader`, `..._ResponseHeader`.
 const REQUEST_HEADERS: u32 = 0;
+const RESPONSE_HEADERS: u32 = 2;
 /// The `Continue` of every `envoy_dynamic_module_type_on_http_filter_*_status`.
 const CONTINUE: u32 = 0;
+/// `..._request_headers_status_StopAllIterationAndWatermark`: nothing of the request (body
+/// included) goes on until the answer, as `ext_authz` holds it.
+const STOP_ALL: u32 = 4;
+/// `envoy_dynamic_module_type_metadata_source_Route`.
+const ROUTE_METADATA: u32 = 1;
+/// `envoy_dynamic_module_type_http_callout_init_result_Success`, `..._callout_result_Success`.
+const SUCCESS: u32 = 0;
 /// The ABI version this was written against; another only makes Envoy log a warning.
 const ABI_VERSION: &[u8] = b"v0.2.0\0";
 
@@ -84,6 +102,38 @@ unsafe extern "C" {
         namespace: Buffer,
         key: Buffer,
         value: Buffer,
+    );
+    fn envoy_dynamic_module_callback_http_get_metadata_string(
+        filter: *mut c_void,
+        source: u32,
+        namespace: Buffer,
+        key: Buffer,
+        result: *mut Buffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_get_headers_size(filter: *mut c_void, kind: u32)
+    -> usize;
+    fn envoy_dynamic_module_callback_http_get_headers(
+        filter: *mut c_void,
+        kind: u32,
+        result: *mut Header,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_filter_http_callout(
+        filter: *mut c_void,
+        callout_id: *mut u64,
+        cluster: Buffer,
+        headers: *const Header,
+        headers_size: usize,
+        body: Buffer,
+        timeout_ms: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: *mut c_void);
+    fn envoy_dynamic_module_callback_http_send_response(
+        filter: *mut c_void,
+        status: u32,
+        headers: *const Header,
+        headers_size: usize,
+        body: Buffer,
+        details: Buffer,
     );
 }
 
@@ -183,6 +233,103 @@ impl Request for EnvoyRequest {
     }
 }
 
+impl Routed for EnvoyRequest {
+    fn fast(&self) -> Option<Vec<u8>> {
+        let mut value = Buffer::NONE;
+        // SAFETY: as in `values`; the value is copied before the next callback.
+        let found = unsafe {
+            envoy_dynamic_module_callback_http_get_metadata_string(
+                self.0,
+                ROUTE_METADATA,
+                Buffer::of("portcullis"),
+                Buffer::of(callout::ROUTE_KEY),
+                &mut value,
+            )
+        };
+        // SAFETY: Envoy's buffer, valid for this call.
+        found.then(|| unsafe { value.bytes() }.to_vec())
+    }
+
+    fn note(&mut self, key: &str, value: &str) {
+        // SAFETY: as in `set`; Envoy copies the strings into the stream's metadata.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+                self.0,
+                Buffer::of("portcullis"),
+                Buffer::of(key),
+                Buffer::of(value),
+            );
+        }
+    }
+
+    fn all(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        // SAFETY: as in `values`; `headers` has room for the `size` Envoy reports.
+        unsafe {
+            let size = envoy_dynamic_module_callback_http_get_headers_size(self.0, REQUEST_HEADERS);
+            let mut headers = vec![
+                Header {
+                    key: Buffer::NONE,
+                    value: Buffer::NONE
+                };
+                size
+            ];
+            if size == 0
+                || !envoy_dynamic_module_callback_http_get_headers(
+                    self.0,
+                    REQUEST_HEADERS,
+                    headers.as_mut_ptr(),
+                )
+            {
+                return Vec::new();
+            }
+            headers
+                .iter()
+                .map(|h| (h.key.bytes().to_vec(), h.value.bytes().to_vec()))
+                .collect()
+        }
+    }
+}
+
+/// The filter's config: the native step after `jwt_authn`, or the callout form.
+enum Config {
+    Native(filter::Settings),
+    Callout(callout::Settings),
+}
+
+impl Config {
+    /// The callout form's config names portcullis's cluster; the native step's does not.
+    fn from_json(json: &[u8]) -> Result<Self, String> {
+        let callout = serde_json::from_slice::<serde_json::Value>(json)
+            .map_err(|e| format!("the filter's config: {e}"))?
+            .get("cluster")
+            .is_some();
+        if callout {
+            callout::Settings::from_json(json).map(Config::Callout)
+        } else {
+            filter::Settings::from_json(json).map(Config::Native)
+        }
+    }
+}
+
+/// One stream's filter: its config, and in the callout form what the answer left for the response.
+struct Stream {
+    config: *const Config,
+    set_cookies: Vec<String>,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header {
+        key: Buffer::of(name),
+        value: Buffer::of(value),
+    }
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
     ABI_VERSION.as_ptr().cast()
@@ -201,8 +348,8 @@ unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 ) -> *const c_void {
     // SAFETY: the caller's promise.
     let json = unsafe { config.bytes() };
-    match catch_unwind(|| Settings::from_json(json)) {
-        Ok(Ok(settings)) => Box::into_raw(Box::new(settings)).cast(),
+    match catch_unwind(|| Config::from_json(json)) {
+        Ok(Ok(config)) => Box::into_raw(Box::new(config)).cast(),
         Ok(Err(e)) => {
             eprintln!("portcullis fast-path filter: {e}");
             std::ptr::null()
@@ -217,33 +364,221 @@ unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 #[unsafe(no_mangle)]
 unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(settings: *mut c_void) {
     // SAFETY: the caller's promise; the box was made in `config_new`.
-    drop(unsafe { Box::from_raw(settings.cast::<Settings>()) });
+    drop(unsafe { Box::from_raw(settings.cast::<Config>()) });
 }
 
-/// A stream's filter holds nothing of its own: it is its config, shared (no allocation a request).
 #[unsafe(no_mangle)]
 extern "C" fn envoy_dynamic_module_on_http_filter_new(
-    settings: *const c_void,
+    config: *const c_void,
     _filter_envoy: *mut c_void,
 ) -> *const c_void {
-    settings
+    Box::into_raw(Box::new(Stream {
+        config: config.cast(),
+        set_cookies: Vec::new(),
+    }))
+    .cast()
 }
 
 /// # Safety
-/// `filter` is the stream Envoy calls about; `settings` what `on_http_filter_new` returned.
+/// `stream` is what `on_http_filter_new` returned, destroyed once, after its last hook.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *mut c_void) {
+    // SAFETY: the caller's promise; the box was made in `on_http_filter_new`.
+    drop(unsafe { Box::from_raw(stream.cast::<Stream>()) });
+}
+
+/// # Safety
+/// `filter` is the stream Envoy calls about; `stream` what `on_http_filter_new` returned.
 #[unsafe(no_mangle)]
 unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter: *mut c_void,
-    settings: *const c_void,
+    stream: *mut c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    // SAFETY: the config outlives its filters.
-    let settings = unsafe { &*settings.cast::<Settings>() };
+    // SAFETY: the stream is this filter's, and its config outlives it.
+    let config = unsafe { &*(*stream.cast::<Stream>()).config };
     let mut request = EnvoyRequest(filter);
-    // A panic must not unwind into Envoy: the request then goes on undecided, to ext_authz.
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        on_request_headers(settings, &mut request)
-    }));
+    match config {
+        Config::Native(settings) => {
+            // A panic must not unwind into Envoy: the request then goes on undecided, to ext_authz.
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                filter::on_request_headers(settings, &mut request)
+            }));
+            CONTINUE
+        }
+        Config::Callout(settings) => {
+            let next = catch_unwind(AssertUnwindSafe(|| {
+                callout::on_request_headers(settings, &mut request, now())
+            }));
+            match next {
+                Ok(Next::Continue) => CONTINUE,
+                Ok(Next::Ask(asked)) => {
+                    let headers: Vec<Header> = asked
+                        .iter()
+                        .map(|(k, v)| Header {
+                            key: Buffer {
+                                ptr: k.as_ptr(),
+                                length: k.len(),
+                            },
+                            value: Buffer {
+                                ptr: v.as_ptr(),
+                                length: v.len(),
+                            },
+                        })
+                        .collect();
+                    let mut id = 0u64;
+                    // SAFETY: every buffer lives until this call returns; Envoy copies them.
+                    let started = unsafe {
+                        envoy_dynamic_module_callback_http_filter_http_callout(
+                            filter,
+                            &mut id,
+                            Buffer::of(&settings.cluster),
+                            headers.as_ptr(),
+                            headers.len(),
+                            Buffer::NONE,
+                            settings.timeout_ms,
+                        )
+                    };
+                    if started != SUCCESS {
+                        respond(filter, &callout::unavailable());
+                    }
+                    STOP_ALL
+                }
+                // Fail closed: a request the filter could not read is refused.
+                Err(_) => {
+                    respond(filter, &callout::unavailable());
+                    STOP_ALL
+                }
+            }
+        }
+    }
+}
+
+/// Portcullis's answer to the callout.
+///
+/// # Safety
+/// As for every hook; `headers` and `chunks` hold the given counts for the duration of the call.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    filter: *mut c_void,
+    stream: *mut c_void,
+    _callout_id: u64,
+    result: u32,
+    headers: *const Header,
+    headers_size: usize,
+    chunks: *const Buffer,
+    chunks_size: usize,
+) {
+    // SAFETY: the caller's promise.
+    let stream = unsafe { &mut *stream.cast::<Stream>() };
+    // SAFETY: as above.
+    let Config::Callout(settings) = (unsafe { &*stream.config }) else {
+        return;
+    };
+    let answer = (result == SUCCESS).then(|| {
+        // SAFETY: the caller's promise: `headers_size` headers, `chunks_size` chunks, or null.
+        let (headers, chunks) = unsafe {
+            (
+                if headers.is_null() {
+                    &[][..]
+                } else {
+                    std::slice::from_raw_parts(headers, headers_size)
+                },
+                if chunks.is_null() {
+                    &[][..]
+                } else {
+                    std::slice::from_raw_parts(chunks, chunks_size)
+                },
+            )
+        };
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|h| {
+                // SAFETY: Envoy's buffers, valid for this call.
+                let (k, v) = unsafe { (h.key.bytes(), h.value.bytes()) };
+                (
+                    String::from_utf8_lossy(k).to_ascii_lowercase(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect();
+        // SAFETY: as above.
+        let body: Vec<u8> = chunks
+            .iter()
+            .flat_map(|c| unsafe { c.bytes() }.to_vec())
+            .collect();
+        (headers, body)
+    });
+    let mut request = EnvoyRequest(filter);
+    let answered = catch_unwind(AssertUnwindSafe(|| {
+        callout::on_answer(
+            settings,
+            &mut request,
+            answer.as_ref().map(|(h, b)| (h.as_slice(), b.clone())),
+            now(),
+        )
+    }))
+    .unwrap_or_else(|_| callout::unavailable());
+    match answered {
+        Answered::Allow(set_cookies) => {
+            stream.set_cookies = set_cookies;
+            // SAFETY: the stream Envoy called about.
+            unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(filter) };
+        }
+        respond_with => respond(filter, &respond_with),
+    }
+}
+
+/// Sends portcullis's refusal (or the filter's own) to the client.
+fn respond(filter: *mut c_void, answered: &Answered) {
+    let Answered::Respond {
+        status,
+        headers,
+        body,
+    } = answered
+    else {
+        return;
+    };
+    let headers: Vec<Header> = headers.iter().map(|(k, v)| header(k, v)).collect();
+    // SAFETY: every buffer lives until this call returns; Envoy copies them.
+    unsafe {
+        envoy_dynamic_module_callback_http_send_response(
+            filter,
+            *status,
+            headers.as_ptr(),
+            headers.len(),
+            Buffer {
+                ptr: body.as_ptr(),
+                length: body.len(),
+            },
+            Buffer::of("portcullis"),
+        );
+    }
+}
+
+/// The `Set-Cookie`s of portcullis's allow go on the upstream's response.
+///
+/// # Safety
+/// As for every hook.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    filter: *mut c_void,
+    stream: *mut c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    // SAFETY: the caller's promise.
+    let stream = unsafe { &mut *stream.cast::<Stream>() };
+    for cookie in std::mem::take(&mut stream.set_cookies) {
+        // SAFETY: the stream Envoy called about; Envoy copies both buffers.
+        unsafe {
+            envoy_dynamic_module_callback_http_add_header(
+                filter,
+                RESPONSE_HEADERS,
+                Buffer::of("set-cookie"),
+                Buffer::of(&cookie),
+            );
+        }
+    }
     CONTINUE
 }
 
@@ -266,15 +601,12 @@ macro_rules! ignored_hooks {
 continue_hooks!(
     envoy_dynamic_module_on_http_filter_request_body,
     envoy_dynamic_module_on_http_filter_request_trailers,
-    envoy_dynamic_module_on_http_filter_response_headers,
     envoy_dynamic_module_on_http_filter_response_body,
     envoy_dynamic_module_on_http_filter_response_trailers
 );
 
 ignored_hooks!(
     envoy_dynamic_module_on_http_filter_stream_complete,
-    envoy_dynamic_module_on_http_filter_destroy,
-    envoy_dynamic_module_on_http_filter_http_callout_done,
     envoy_dynamic_module_on_http_filter_http_stream_headers,
     envoy_dynamic_module_on_http_filter_http_stream_data,
     envoy_dynamic_module_on_http_filter_http_stream_trailers,

@@ -114,7 +114,7 @@ pub fn on_request_headers(s: &Settings, req: &mut impl Request) {
     } else {
         bearer_identity(s, &claims, req)
     };
-    strip_cookies(s, &cookies, req);
+    strip_cookies(&s.session, &cookies, req);
     req.decided(user.as_deref());
 }
 
@@ -138,7 +138,7 @@ fn split(sep: u8, bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// The one cookie named `name` among every Cookie header; none when it is missing, repeated or
 /// quoted (Envoy would read the first, or unquote it: not worth being clever).
-fn only_cookie<'a>(headers: &'a [Vec<u8>], name: &str) -> Option<&'a [u8]> {
+pub(crate) fn only_cookie<'a>(headers: &'a [Vec<u8>], name: &str) -> Option<&'a [u8]> {
     let mut found = None;
     for piece in headers.iter().flat_map(|h| pieces(h)) {
         let piece = piece.trim_ascii_start();
@@ -157,7 +157,7 @@ fn only_cookie<'a>(headers: &'a [Vec<u8>], name: &str) -> Option<&'a [u8]> {
 }
 
 /// The token of the one `Authorization: Bearer <token>` header.
-fn only_bearer(headers: &[Vec<u8>]) -> Option<&[u8]> {
+pub(crate) fn only_bearer(headers: &[Vec<u8>]) -> Option<&[u8]> {
     let [header] = headers else {
         return None;
     };
@@ -379,7 +379,7 @@ fn encode(group: &str) -> String {
 
 /// Every Cookie header (`headers`, as the request came) without portcullis's cookies (the session,
 /// its chunks, login transactions, the pass); every other cookie kept byte for byte, in one header.
-fn strip_cookies(s: &Settings, headers: &[Vec<u8>], req: &mut impl Request) {
+pub(crate) fn strip_cookies(session: &str, headers: &[Vec<u8>], req: &mut impl Request) {
     let mut kept: Vec<&[u8]> = Vec::new();
     let mut changed = false;
     for piece in headers.iter().flat_map(|h| pieces(h)) {
@@ -390,8 +390,7 @@ fn strip_cookies(s: &Settings, headers: &[Vec<u8>], req: &mut impl Request) {
         // Read as portcullis's own jar reads it (`,` separates too, names are trimmed): a piece
         // that holds one of ours by that reading goes whole.
         let ours = split(b',', piece).any(|part| {
-            memchr::memchr(b'=', part)
-                .is_some_and(|eq| is_ours(&s.session, part[..eq].trim_ascii()))
+            memchr::memchr(b'=', part).is_some_and(|eq| is_ours(session, part[..eq].trim_ascii()))
         });
         if ours {
             changed = true;
@@ -692,7 +691,8 @@ mod tests {
 
     #[test]
     fn cookies_not_ours_are_kept_byte_for_byte_and_untouched_headers_stay() {
-        let strip = |r: &mut PlainRequest| strip_cookies(&settings(), &r.values("cookie"), r);
+        let strip =
+            |r: &mut PlainRequest| strip_cookies(&settings().session, &r.values("cookie"), r);
         let mut r = PlainRequest::with(&[("cookie", "a=1;b=2"), ("cookie", "portcullisx=3")]);
         strip(&mut r);
         // Nothing of ours: the headers are not rewritten.

@@ -14,4 +14,5 @@
 // default feature `envoy`, of builds that link the crate into a program (the fuzz target).
 #[cfg(all(feature = "envoy", not(test)))]
 mod abi;
+pub mod callout;
 pub mod filter;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::assertion::AssertionSigner;
 use super::credentials::{self, Credential};
-use super::decision::{Allow, AllowReason, Decision, Deny, DenyReason};
+use super::decision::{Allow, AllowReason, Decision, Deny, DenyReason, Held, Reuse};
 use super::login::providers::Logins;
 use super::path;
 use super::policy::{self, Action, Policy, Route, RouteMode, RouteName, Unmet};
@@ -17,6 +17,7 @@ use super::request::AuthzRequest;
 use crate::identity::Principal;
 use crate::session::cookie::Stripped;
 use crate::session::{Jar, SessionMiss};
+use crate::token::validate::is_jws_shaped;
 use crate::token::{Verifier, now_secs};
 
 /// The `context_extensions` key through which an Envoy route names the portcullis route.
@@ -185,13 +186,13 @@ impl Authorizer {
                 Vec::new(),
             ),
             Action::Api | Action::Login => {
-                let principal = match credentials::credential(req) {
+                let (principal, jwt) = match credentials::credential(req) {
                     Credential::None => return self.session_or_login(req, host, route).await,
                     Credential::MalformedBearer => {
                         return self.deny(&route.name, DenyReason::MalformedAuthorization);
                     }
                     Credential::Bearer(token) => match self.verifier.verify(token).await {
-                        Ok(p) => p,
+                        Ok(p) => (p, is_jws_shaped(token)),
                         Err(why) => return self.deny(&route.name, DenyReason::Token(why)),
                     },
                 };
@@ -204,13 +205,28 @@ impl Authorizer {
                 if let Err(unmet) = route.require.check(&principal) {
                     return self.unmet(&route.name, unmet, principal);
                 }
-                self.allow(
+                // A JWT stands for this allow until its `exp`; an opaque token's answer is
+                // portcullis's to cache (`opaque_cache`), not to hand on.
+                let reuse = principal
+                    .claims
+                    .get("exp")
+                    .and_then(serde_json::Value::as_u64)
+                    .filter(|_| jwt)
+                    .map(|until| Reuse {
+                        held: Held::Bearer,
+                        until,
+                    });
+                let mut decision = self.allow(
                     &self.upstream_cookies(req),
                     route,
                     AllowReason::Bearer,
                     Some(principal),
                     Vec::new(),
-                )
+                );
+                if let Decision::Allow(a) = &mut decision {
+                    a.reuse = reuse;
+                }
+                decision
             }
         }
     }
@@ -253,9 +269,15 @@ impl Authorizer {
                 } else {
                     Vec::new()
                 };
+                let mut reuse = None;
                 if let Some(pass) = login.pass() {
                     let until = login.refresh_due(&s);
-                    set_cookies.extend(pass.refresh(sessions.cookies(), &jar, &s, now, until));
+                    let renewed = pass.refresh(sessions.cookies(), &jar, &s, now, until);
+                    set_cookies.extend(renewed.set_cookies);
+                    reuse = renewed.held_until.map(|until| Reuse {
+                        held: Held::Pass,
+                        until,
+                    });
                 }
                 let mut decision = self.allow(
                     &jar,
@@ -265,6 +287,7 @@ impl Authorizer {
                     set_cookies,
                 );
                 if let Decision::Allow(a) = &mut decision {
+                    a.reuse = reuse;
                     match token {
                         Some(token) => a
                             .set_headers
@@ -388,6 +411,7 @@ impl Authorizer {
             remove_headers,
             identity: who,
             set_cookies,
+            reuse: None,
         })
     }
 }

@@ -225,6 +225,34 @@ pub struct Allow {
     pub identity: Option<Arc<Principal>>,
     /// `Set-Cookie` values for the browser, added to the upstream's response (a renewed session).
     pub set_cookies: Vec<String>,
+    /// How long the credential this allow rests on alone may stand for it on a route with no
+    /// requirements: what the native filter's callout form caches (envoy-module/).
+    pub reuse: Option<Reuse>,
+}
+
+/// A credential whose allow may be reused, and until when (Unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reuse {
+    pub held: Held,
+    pub until: u64,
+}
+
+/// Which of the request's credentials an allow rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// The bearer JWT in `Authorization`, good until its `exp`.
+    Bearer,
+    /// The pass the browser holds after this answer: the one it set, else the one it sent.
+    Pass,
+}
+
+impl Held {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bearer => "bearer",
+            Self::Pass => "pass",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,7 +30,7 @@ pub use authorizer::{Authorizer, IdentityHeaders, ROUTE_EXTENSION, UpstreamAutho
 
 /// The authorizer an adapter asks: read once per request (`load`), swapped whole on a reload.
 pub type LiveAuthorizer = std::sync::Arc<arc_swap::ArcSwap<Authorizer>>;
-pub use decision::{Allow, AllowReason, Decision, Deny, DenyReason};
+pub use decision::{Allow, AllowReason, Decision, Deny, DenyReason, Held, Reuse};
 pub use policy::{Action, Policy, Route, RouteMode, RouteName};
 pub use request::AuthzRequest;
 pub use response::DenyResponse;

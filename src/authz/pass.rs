@@ -18,6 +18,14 @@ pub struct PassSettings {
     pub audience: String,
 }
 
+/// What [`PassIssuer::refresh`] gives the answer.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Renewed {
+    pub set_cookies: Vec<String>,
+    /// The `exp` of the good pass the browser holds after this answer (the new one, else its own).
+    pub held_until: Option<u64>,
+}
+
 #[derive(Debug)]
 pub struct PassIssuer {
     settings: PassSettings,
@@ -30,7 +38,7 @@ impl PassIssuer {
     }
 
     /// The `Set-Cookie` of a new pass for `s`, unless the request carries one good for it for at
-    /// least half a pass's life. A pass runs out no later than `until`: when portcullis would
+    /// least half a pass's life; and until when the browser holds a good pass after it. A pass runs out no later than `until`: when portcullis would
     /// refresh the session's access token (Envoy does not ask portcullis while a pass is good, so
     /// the request that should refresh must find none); none is issued past it.
     pub fn refresh(
@@ -40,17 +48,20 @@ impl PassIssuer {
         s: &Session,
         now: u64,
         until: Option<u64>,
-    ) -> Vec<String> {
+    ) -> Renewed {
         let lifetime = self.settings.lifetime.as_secs();
         let current = cookies
             .read(jar, cookies.pass_name())
             .and_then(|pass| self.keys.open(&pass));
-        if current.is_some_and(|c| c.sid == s.sid && c.exp >= now + lifetime / 2) {
-            return Vec::new();
+        if let Some(c) = current.filter(|c| c.sid == s.sid && c.exp >= now + lifetime / 2) {
+            return Renewed {
+                set_cookies: Vec::new(),
+                held_until: Some(c.exp),
+            };
         }
         let exp = until.map_or(now + lifetime, |u| u.min(now + lifetime));
         if exp <= now {
-            return Vec::new();
+            return Renewed::default();
         }
         let p = &s.principal;
         let claims = PassClaims {
@@ -65,7 +76,7 @@ impl PassIssuer {
             iat: now,
             exp,
         };
-        match self.keys.sign(&claims) {
+        let set_cookies = match self.keys.sign(&claims) {
             Some(pass) => cookies
                 .set(
                     cookies.pass_name(),
@@ -75,6 +86,11 @@ impl PassIssuer {
                 )
                 .unwrap_or_default(),
             None => Vec::new(),
+        };
+        let held_until = (!set_cookies.is_empty()).then_some(exp);
+        Renewed {
+            set_cookies,
+            held_until,
         }
     }
 }
@@ -131,7 +147,9 @@ mod tests {
         let p = issuer();
         let cookies = Cookies::new("portcullis", true);
         let s = session("s1", 10_000);
-        let set = p.refresh(&cookies, &Jar::default(), &s, 1000, None);
+        let renewed = p.refresh(&cookies, &Jar::default(), &s, 1000, None);
+        assert_eq!(renewed.held_until, Some(1300), "the new pass's exp");
+        let set = renewed.set_cookies;
         assert_eq!(set.len(), 1);
         assert!(set[0].starts_with("__Host-portcullis-pass="), "{}", set[0]);
         assert!(set[0].contains("Max-Age=300") && set[0].contains("HttpOnly"));
@@ -143,18 +161,24 @@ mod tests {
         assert_eq!(claims.groups, "ops,eng%2Cadmins");
         assert!(claims.email_verified);
         let jar = Jar::parse(&cookie);
-        assert!(
-            p.refresh(&cookies, &jar, &s, 1100, None).is_empty(),
-            "still fresh"
+        assert_eq!(
+            p.refresh(&cookies, &jar, &s, 1100, None),
+            Renewed {
+                set_cookies: Vec::new(),
+                held_until: Some(1300)
+            },
+            "still fresh: the browser's own pass is held until its exp"
         );
         assert_eq!(
-            p.refresh(&cookies, &jar, &s, 1200, None).len(),
+            p.refresh(&cookies, &jar, &s, 1200, None).set_cookies.len(),
             1,
             "past half its life"
         );
         let other = session("s2", 10_000);
         assert_eq!(
-            p.refresh(&cookies, &jar, &other, 1100, None).len(),
+            p.refresh(&cookies, &jar, &other, 1100, None)
+                .set_cookies
+                .len(),
             1,
             "another login"
         );
@@ -166,11 +190,11 @@ mod tests {
         let cookies = Cookies::new("portcullis", false);
         let s = session("s1", 1200);
         let set = p.refresh(&cookies, &Jar::default(), &s, 1000, Some(1100));
-        assert_eq!(taken(&p, &set).0.exp, 1100);
-        assert!(
-            p.refresh(&cookies, &Jar::default(), &s, 1100, Some(1100))
-                .is_empty(),
-            "no pass once the token is due"
+        assert_eq!(taken(&p, &set.set_cookies).0.exp, 1100);
+        assert_eq!(
+            p.refresh(&cookies, &Jar::default(), &s, 1100, Some(1100)),
+            Renewed::default(),
+            "no pass once the token is due, and none held"
         );
     }
 }

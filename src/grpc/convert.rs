@@ -182,6 +182,7 @@ mod tests {
                 "groups",
             ))),
             set_cookies: Vec::new(),
+            reuse: None,
         })
     }
 

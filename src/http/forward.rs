@@ -50,6 +50,14 @@ use crate::token::logout_token::LogoutRejection;
 /// nginx, each cookie of an allow is sent as `x-portcullis-set-cookie-N`, N from 1 (and a lone one
 /// as `set-cookie` too, which is what ingress-nginx copies).
 pub const NUMBERED_SET_COOKIE: &str = "x-portcullis-set-cookie-";
+/// On an allow answered to a proxy that asks directly (the native filter's callout): which of the
+/// request's credentials the allow rests on and until when it may stand for it, `bearer <unix>` or
+/// `pass <unix>` (envoy-module/ caches it). Absent when the allow may not be reused.
+pub const REUSE_HEADER: &str = "x-portcullis-reuse";
+/// On every answer to a proxy that asks directly: the decision and its bounded reason
+/// (`deny token_expired`), so the native filter's callout tells portcullis's answers from Envoy's own
+/// (a 503 when portcullis is gone) and logs the reason.
+pub const DECISION_HEADER: &str = "x-portcullis-decision";
 /// A back-channel logout form: one logout token (a few KB) and little else.
 const MAX_LOGOUT_FORM: usize = 16 * 1024;
 
@@ -150,7 +158,16 @@ async fn handle(
     };
     decision.describe(&span);
     decision.record(&s.metrics, started.elapsed());
-    answer(decision, asker, &req)
+    let (kind, reason) = decision.kind_and_reason();
+    let mut out = answer(decision, asker, &req);
+    if asker == Asker::Direct {
+        push(
+            &mut out,
+            DECISION_HEADER,
+            &format!("{} {reason}", kind.as_str()),
+        );
+    }
+    out
 }
 
 /// The provider's back-channel logout (`login.backchannel_logout_path`): a form with one
@@ -356,6 +373,13 @@ fn answer(decision: Decision, asker: Asker, req: &AuthzRequest) -> Response {
                 if let (false, Some(value)) = (handled, req.header(name)) {
                     push(&mut out, name, value);
                 }
+            }
+            if let (Asker::Direct, Some(reuse)) = (asker, allow.reuse) {
+                push(
+                    &mut out,
+                    REUSE_HEADER,
+                    &format!("{} {}", reuse.held.as_str(), reuse.until),
+                );
             }
             let single = allow.set_cookies.len() == 1;
             for (i, cookie) in allow.set_cookies.into_iter().enumerate() {

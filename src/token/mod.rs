@@ -140,9 +140,13 @@ impl Verifier {
         };
         let claims = validate::verify(decoded, &key, &expected)?;
         let exp = claims.exp;
+        let mut rest = claims.rest;
+        // Every claim, `exp` too: until when the token stands for this principal (the callout
+        // form's `x-portcullis-reuse`).
+        rest.insert("exp".into(), exp.into());
         let principal = Arc::new(Principal::from_claims(
             claims.sub,
-            claims.rest,
+            rest,
             &self.identity.user_id_claim,
             &self.identity.groups_claim,
         ));

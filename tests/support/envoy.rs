@@ -174,7 +174,7 @@ pub fn shipped_config(path: &str, ports: EnvoyPorts) -> String {
 }
 
 /// Whether this run's Envoy is the fast path's (`PORTCULLIS_E2E_ENVOY=fast-path`, or
-/// `fast-path-native` for its native filter): the end-to-end suites run once with the shipped
+/// `fast-path-native` for its native filter, `fast-path-callout` for the filter alone): the end-to-end suites run once with the shipped
 /// envoy/envoy.yaml and once with each form `portcullis envoy-config` generates.
 pub fn fast_path() -> bool {
     fast_path_filter().is_some()
@@ -185,6 +185,7 @@ pub fn fast_path_filter() -> Option<&'static str> {
     match std::env::var("PORTCULLIS_E2E_ENVOY").as_deref() {
         Ok("fast-path") => Some("lua"),
         Ok("fast-path-native") => Some("native"),
+        Ok("fast-path-callout") => Some("callout"),
         _ => None,
     }
 }
@@ -223,9 +224,9 @@ pub fn fast_path_config(portcullis: &Portcullis, ports: EnvoyPorts) -> String {
     fast_path_config_with(portcullis, ports, fast_path_filter().unwrap_or("lua"))
 }
 
-/// [`fast_path_config`] with the step `filter` (`lua` or `native`).
+/// [`fast_path_config`] with the step `filter` (`lua`, `native` or `callout`).
 pub fn fast_path_config_with(portcullis: &Portcullis, ports: EnvoyPorts, filter: &str) -> String {
-    if filter == "native" {
+    if filter != "lua" {
         let module = module_dir().join("libportcullis_envoy.so");
         assert!(
             module.exists(),
@@ -251,16 +252,23 @@ pub fn fast_path_config_with(portcullis: &Portcullis, ports: EnvoyPorts, filter:
     String::from_utf8(out.stdout).expect("YAML is text")
 }
 
-/// `config` with more portcullis replicas (on loopback `ports`) beside the first in the `portcullis`
-/// cluster: Envoy deals its checks to them in turn.
+/// `config` with more portcullis replicas (on loopback `ports`, [`Portcullis::authz_port`]) beside
+/// the first in the cluster Envoy asks portcullis in: Envoy deals its checks to them in turn.
 pub fn with_replicas(config: &str, ports: &[u16]) -> String {
+    if ports.is_empty() {
+        return config.to_owned();
+    }
+    let name = match fast_path_filter() {
+        Some("callout") => "portcullis_http",
+        _ => "portcullis",
+    };
     let mut config: Value = serde_yaml_ng::from_str(config).expect("Envoy config is YAML");
     let Value::Sequence(clusters) = &mut config["static_resources"]["clusters"] else {
         panic!("no static_resources.clusters");
     };
     let cluster = clusters
         .iter_mut()
-        .find(|c| c["name"] == "portcullis")
+        .find(|c| c["name"] == name)
         .expect("a portcullis cluster");
     let Value::Sequence(endpoints) =
         &mut cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]

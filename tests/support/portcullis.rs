@@ -15,6 +15,8 @@ use super::*;
 pub struct Portcullis {
     pub proc: Proc,
     pub grpc_port: u16,
+    /// `listen.http_authz`'s port, when it has one.
+    pub http_port: Option<u16>,
     /// `http://127.0.0.1:<admin port>`
     pub admin: String,
     pub config_path: PathBuf,
@@ -51,6 +53,15 @@ impl Portcullis {
                 .entry(key.into())
                 .or_insert_with(|| format!("127.0.0.1:{}", free_port()).into());
         }
+        // The callout form of the fast path asks portcullis over HTTP, as Envoy's trusted proxy.
+        if super::envoy::fast_path_filter() == Some("callout") {
+            listen
+                .entry("http_authz".into())
+                .or_insert_with(|| format!("127.0.0.1:{}", free_port()).into());
+            listen
+                .entry("trusted_proxies".into())
+                .or_insert_with(|| Value::Sequence(vec!["127.0.0.1/32".into()]));
+        }
         let addr = |key: &str| -> std::net::SocketAddr {
             listen[key]
                 .as_str()
@@ -58,6 +69,9 @@ impl Portcullis {
                 .unwrap_or_else(|| panic!("listen.{key} is not an address: {:?}", listen[key]))
         };
         let (grpc, admin) = (addr("grpc"), addr("admin"));
+        let http_port = listen
+            .contains_key("http_authz")
+            .then(|| addr("http_authz").port());
 
         let dir = tempdir("portcullis");
         let config_path = dir.path().join("portcullis.yaml");
@@ -89,8 +103,19 @@ impl Portcullis {
         Self {
             proc,
             grpc_port: grpc.port(),
+            http_port,
             admin: admin_url,
             config_path,
+        }
+    }
+
+    /// The port Envoy asks it on: the HTTP port for the callout form of the fast path, else gRPC.
+    pub fn authz_port(&self) -> u16 {
+        match super::envoy::fast_path_filter() {
+            Some("callout") => self
+                .http_port
+                .expect("listen.http_authz for the callout form"),
+            _ => self.grpc_port,
         }
     }
 
