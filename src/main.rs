@@ -64,7 +64,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         envoy_admin: std::net::SocketAddr,
         /// What sets the identity headers of a verified JWT: `lua` (Envoy alone) or `native`
-        /// (portcullis's Envoy filter, libportcullis_envoy.so; cheaper).
+        /// (portcullis's Envoy filter, libportcullis_envoy.so; cheaper); or `callout`, that filter
+        /// alone, asking portcullis over HTTP and letting what it allowed through again (cheapest).
         #[arg(long, default_value = "lua")]
         fast_path_filter: bootstrap::Step,
     },

@@ -563,7 +563,7 @@ fn every_shipped_envoy_config_validates() {
     for entry in std::fs::read_dir(repo_root().join("envoy")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            // fast-path-native.yaml loads portcullis's filter (scripts/test builds it first).
+            // fast-path-native.yaml and -callout load portcullis's filter (scripts/test builds it).
             let out = std::process::Command::new(Venv::envoy())
                 .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", module_dir())
                 .args(["--mode", "validate", "-c"])
@@ -896,7 +896,7 @@ fn envoy_config(config: &std::path::Path) -> std::process::Output {
         .unwrap()
 }
 
-/// envoy/fast-path.yaml (and fast-path-native.yaml, `--fast-path-filter native`) is what
+/// envoy/fast-path.yaml (and fast-path-native.yaml, fast-path-callout.yaml: `--fast-path-filter`) is what
 /// `portcullis envoy-config` makes of deploy/fast-path.portcullis.yaml today: it never drifts from
 /// the generator.
 #[test]
@@ -904,6 +904,7 @@ fn the_shipped_fast_path_bootstraps_are_the_generators_output() {
     for (file, filter) in [
         ("envoy/fast-path.yaml", "lua"),
         ("envoy/fast-path-native.yaml", "native"),
+        ("envoy/fast-path-callout.yaml", "callout"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .arg("envoy-config")

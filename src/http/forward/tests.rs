@@ -250,3 +250,38 @@ fn the_return_target_stays_on_this_host() {
     assert_eq!(return_path("javascript:alert(1)", host), "/");
     assert_eq!(return_path("", host), "/");
 }
+
+/// The native filter's callout asks directly: every answer names its decision, and a bearer JWT's
+/// allow says until when the token may stand for it (its `exp`). nginx and Traefik hear neither.
+#[tokio::test]
+async fn a_direct_asker_hears_the_decision_and_until_when_a_token_stands() {
+    let base = serve(&["127.0.0.1"]).await;
+    let c = claims();
+    let exp = c["exp"].as_u64().unwrap();
+    let token = rs(&c);
+    let direct = |path: &str| client().get(format!("{base}{path}"));
+    let r = direct("/x").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, DECISION_HEADER).as_deref(), Some("allow bearer"));
+    assert_eq!(
+        header(&r, REUSE_HEADER),
+        Some(format!("bearer {exp}")),
+        "the token's own exp"
+    );
+    let r = direct("/x").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        header(&r, DECISION_HEADER).as_deref(),
+        Some("deny missing_credential")
+    );
+    assert_eq!(header(&r, REUSE_HEADER), None);
+    let r = direct("/admin").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(header(&r, REUSE_HEADER), None, "no allow, nothing to reuse");
+    let r = nginx(&base, "/x").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        (header(&r, DECISION_HEADER), header(&r, REUSE_HEADER)),
+        (None, None)
+    );
+}
