@@ -511,12 +511,11 @@ unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     });
     let mut request = EnvoyRequest(filter);
     let answered = catch_unwind(AssertUnwindSafe(|| {
-        callout::on_answer(
-            settings,
-            &mut request,
-            answer.as_ref().map(|(h, b)| (h.as_slice(), b.clone())),
-            now(),
-        )
+        let answer = answer.as_ref().map(|(headers, body)| callout::Answer {
+            headers,
+            body: body.clone(),
+        });
+        callout::on_answer(settings, &mut request, answer, now())
     }))
     .unwrap_or_else(|_| callout::unavailable());
     match answered {

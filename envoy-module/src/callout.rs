@@ -217,14 +217,20 @@ const NOT_PASSED: [&str; 8] = [
     DECISION_HEADER,
 ];
 
+/// The answer to the callout: its headers (`:status` among them, names lower case) and body.
+pub struct Answer<'a> {
+    pub headers: &'a [(String, String)],
+    pub body: Vec<u8>,
+}
+
 /// Portcullis's answer (`None`: none came in time, or the callout failed: refused, fail closed).
 pub fn on_answer(
     s: &Settings,
     req: &mut impl Routed,
-    answer: Option<(&[(String, String)], Vec<u8>)>,
+    answer: Option<Answer>,
     now: u64,
 ) -> Answered {
-    let Some((headers, body)) = answer else {
+    let Some(Answer { headers, body }) = answer else {
         return unavailable();
     };
     let Some((kind, reason)) = value(headers, DECISION_HEADER).and_then(|v| v.split_once(' '))
@@ -414,7 +420,8 @@ mod tests {
     /// Asks for `req`, then answers `headers`.
     fn ask(s: &Settings, req: &mut Req, headers: &[(String, String)]) -> Answered {
         assert!(matches!(on_request_headers(s, req, NOW), Next::Ask(_)));
-        on_answer(s, req, Some((headers, b"body".to_vec())), NOW)
+        let body = b"body".to_vec();
+        on_answer(s, req, Some(Answer { headers, body }), NOW)
     }
 
     #[test]
@@ -534,7 +541,15 @@ mod tests {
             (DECISION_HEADER, "deny token_expired"),
         ]);
         assert_eq!(
-            on_answer(&s, &mut req, Some((&deny, b"body".to_vec())), NOW),
+            on_answer(
+                &s,
+                &mut req,
+                Some(Answer {
+                    headers: &deny,
+                    body: b"body".to_vec()
+                }),
+                NOW
+            ),
             Answered::Respond {
                 status: 401,
                 headers: vec![("www-authenticate".into(), "Bearer".into())],
@@ -547,11 +562,27 @@ mod tests {
         let envoys = answer(&[(":status", "503")]);
         let odd = answer(&[(":status", "204"), (DECISION_HEADER, "allow bearer")]);
         assert_eq!(
-            on_answer(&s, &mut req, Some((&envoys, Vec::new())), NOW),
+            on_answer(
+                &s,
+                &mut req,
+                Some(Answer {
+                    headers: &envoys,
+                    body: Vec::new()
+                }),
+                NOW
+            ),
             refused
         );
         assert_eq!(
-            on_answer(&s, &mut req, Some((&odd, Vec::new())), NOW),
+            on_answer(
+                &s,
+                &mut req,
+                Some(Answer {
+                    headers: &odd,
+                    body: Vec::new()
+                }),
+                NOW
+            ),
             refused
         );
         assert_eq!(on_answer(&s, &mut req, None, NOW), refused);
