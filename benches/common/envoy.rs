@@ -224,6 +224,15 @@ fn rename_clusters(value: &mut Value, names: &[String]) {
                     Value::String(s) if names_cluster && names.contains(s) => {
                         *s = format!("fast-{s}");
                     }
+                    // The callout filter's JSON config names the cluster it asks.
+                    Value::String(s) if key.as_str() == Some("value") => {
+                        for n in names {
+                            *s = s.replace(
+                                &format!("\"cluster\":\"{n}\""),
+                                &format!("\"cluster\":\"fast-{n}\""),
+                            );
+                        }
+                    }
                     _ => rename_clusters(v, names),
                 }
             }
