@@ -319,12 +319,17 @@ impl<'a> Writer<'a> {
         self.line(14, "\"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog");
         self.line(14, "log_format:");
         if self.step == Step::Callout {
+            let user = self.config.identity_headers.user.clone();
             self.line(
                 16,
-                "# fast=: who a remembered credential named; user=: who portcullis named; deny=: why not.",
+                "# user=: who the request went upstream as; asked=: who portcullis named when asked (- when",
+            );
+            self.line(
+                16,
+                "# a remembered credential let it through); deny=: why portcullis refused.",
             );
             self.line(16, "text_format_source:");
-            self.line(18, "inline_string: \"[%START_TIME%] \\\"%REQ(:METHOD)% %PATH(NQ)% %PROTOCOL%\\\" %RESPONSE_CODE% %RESPONSE_FLAGS% %DURATION%ms fast=%DYNAMIC_METADATA(portcullis:user)% user=%DYNAMIC_METADATA(portcullis:asked)% deny=%DYNAMIC_METADATA(portcullis:reason)%\\n\"");
+            self.line(18, &format!("inline_string: \"[%START_TIME%] \\\"%REQ(:METHOD)% %PATH(NQ)% %PROTOCOL%\\\" %RESPONSE_CODE% %RESPONSE_FLAGS% %DURATION%ms user=%REQ({user})% asked=%DYNAMIC_METADATA(portcullis:asked)% deny=%DYNAMIC_METADATA(portcullis:reason)%\\n\""));
             return;
         }
         self.line(

@@ -7,12 +7,10 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use serde::Deserialize;
 
 use crate::filter::{Request, only_bearer, only_cookie, strip_cookies};
+use crate::remembered::{Held, Remembered};
 
 /// The header portcullis names a reusable allow in (`src/http/forward.rs`).
 pub const REUSE_HEADER: &str = "x-portcullis-reuse";
@@ -41,54 +39,29 @@ pub struct Settings {
     pub user_header: String,
     /// At most this many remembered credentials; past it the expired go, then all.
     pub cache_entries: usize,
-    #[serde(skip)]
-    cache: Mutex<HashMap<Vec<u8>, Entry>>,
+    #[serde(skip, default = "nothing_remembered")]
+    remembered: Remembered,
+}
+
+fn nothing_remembered() -> Remembered {
+    Remembered::new(0)
 }
 
 impl Settings {
     pub fn from_json(json: &[u8]) -> Result<Self, String> {
-        let s: Self =
+        let mut s: Self =
             serde_json::from_slice(json).map_err(|e| format!("the filter's config: {e}"))?;
         if s.cache_entries == 0 || s.timeout_ms == 0 {
             return Err("the filter's config: cache_entries and timeout_ms must be above 0".into());
         }
+        s.remembered = Remembered::new(s.cache_entries);
         Ok(s)
-    }
-
-    fn remembered(&self, key: &[u8], now: u64) -> Option<Vec<(String, String)>> {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        match cache.get(key) {
-            Some(e) if e.until > now => Some(e.headers.clone()),
-            Some(_) => {
-                cache.remove(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn remember(&self, key: Vec<u8>, entry: Entry, now: u64) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= self.cache_entries {
-            cache.retain(|_, e| e.until > now);
-            if cache.len() >= self.cache_entries {
-                cache.clear();
-            }
-        }
-        cache.insert(key, entry);
     }
 
     /// How many credentials are remembered (tests).
     pub fn remembered_count(&self) -> usize {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.remembered.len()
     }
-}
-
-/// A credential portcullis let through, and what it set for it.
-#[derive(Debug, Clone)]
-struct Entry {
-    until: u64,
-    headers: Vec<(String, String)>,
 }
 
 /// What a route lets the cache decide (its metadata `portcullis.fast`).
@@ -122,7 +95,8 @@ pub trait Routed: Request {
     /// Every request header, pseudo-headers included, in order.
     fn all(&self) -> Vec<(Vec<u8>, Vec<u8>)>;
     /// `value` in the stream's dynamic metadata, namespace `portcullis`, for the access log:
-    /// `user` (let through remembered), `asked` (who portcullis let through), `reason` (refused).
+    /// `asked` (who portcullis let through), `reason` (why it refused). A request let through
+    /// remembered has none: writing it would cost Envoy more than the rest of the lookup.
     fn note(&mut self, key: &str, value: &str);
 }
 
@@ -133,14 +107,6 @@ pub enum Next {
     Continue,
     /// Ask portcullis with these headers, and wait.
     Ask(Vec<(Vec<u8>, Vec<u8>)>),
-}
-
-/// The request's credential, as the cache knows it: a kind byte and the exact bytes.
-fn key(kind: u8, credential: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(credential.len() + 1);
-    k.push(kind);
-    k.extend_from_slice(credential);
-    k
 }
 
 /// Headers portcullis gets no copy of: the callout has no body, and hop-by-hop ones are Envoy's.
@@ -168,20 +134,17 @@ pub fn on_request_headers(s: &Settings, req: &mut impl Routed, now: u64) -> Next
     let credential = if !authorization.is_empty() {
         only_bearer(&authorization)
             .filter(|_| fast == Fast::Bearer)
-            .map(|_| key(b'b', &authorization[0]))
+            .map(|_| (Held::Bearer, authorization[0].as_slice()))
     } else {
         only_cookie(&cookies, &s.pass_cookie)
             .filter(|_| fast == Fast::Pass)
-            .map(|pass| key(b'p', pass))
+            .map(|pass| (Held::Pass, pass))
     };
-    if let Some(headers) = credential.and_then(|k| s.remembered(&k, now)) {
-        for (name, value) in &headers {
+    if let Some(headers) = credential.and_then(|(held, c)| s.remembered.get(held, c, now)) {
+        for (name, value) in headers.iter() {
             req.set(name, value);
         }
         strip_cookies(&s.session, &cookies, req);
-        if let Some((_, user)) = headers.iter().find(|(n, _)| *n == s.user_header) {
-            req.note("user", user);
-        }
         return Next::Continue;
     }
     let asked = req
@@ -284,22 +247,17 @@ pub fn on_answer(
         && until > now
     {
         let credential = match held {
-            "bearer" => only_bearer(&authorization).map(|_| key(b'b', &authorization[0])),
+            "bearer" => {
+                only_bearer(&authorization).map(|_| (Held::Bearer, authorization[0].as_slice()))
+            }
             // The pass the browser holds now: the one this answer sets, else the one it sent.
             "pass" => set_pass(&set_cookies, &s.pass_cookie)
                 .or(sent_pass.as_deref())
-                .map(|pass| key(b'p', pass)),
+                .map(|pass| (Held::Pass, pass)),
             _ => None,
         };
-        if let Some(k) = credential {
-            s.remember(
-                k,
-                Entry {
-                    until,
-                    headers: set,
-                },
-                now,
-            );
+        if let Some((held, c)) = credential {
+            s.remembered.put(held, c, until, set, now);
         }
     }
     Answered::Allow(set_cookies)
@@ -447,7 +405,10 @@ mod tests {
             ["a=1"],
             "portcullis's cookies go"
         );
-        assert_eq!(again.notes, [("user".into(), "alice".into())]);
+        assert!(
+            again.notes.is_empty(),
+            "nothing written for a remembered one"
+        );
         // Not past the time portcullis named, not another token, not a route it may not decide.
         for (fast, token, now) in [
             (Some("bearer"), "Bearer t1", NOW + 60),

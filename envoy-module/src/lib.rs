@@ -16,3 +16,4 @@
 mod abi;
 pub mod callout;
 pub mod filter;
+pub mod remembered;
