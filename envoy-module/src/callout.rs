@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use crate::filter::{Request, only_bearer, only_cookie, strip_cookies};
+use crate::filter::{PlainRequest, Request, only_bearer, only_cookie, strip_cookies};
 use crate::remembered::{Held, Remembered};
 
 /// The header portcullis names a reusable allow in (`src/http/forward.rs`).
@@ -290,10 +290,64 @@ fn set_pass<'c>(set_cookies: &'c [String], name: &str) -> Option<&'c [u8]> {
     })
 }
 
+/// A routed request as plain data: for the tests and the fuzz target, which run without Envoy.
+#[derive(Debug, Default, Clone)]
+pub struct PlainRouted {
+    pub plain: PlainRequest,
+    /// The route's `portcullis.fast` metadata.
+    pub fast: Option<String>,
+    /// What `note` was told.
+    pub notes: Vec<(String, String)>,
+}
+
+impl PlainRouted {
+    /// `headers` after `:method`, `:path` and `:authority`.
+    pub fn new(fast: Option<&str>, headers: &[(&str, &str)]) -> Self {
+        let mut all = vec![(":method", "GET"), (":path", "/x"), (":authority", "h")];
+        all.extend_from_slice(headers);
+        Self {
+            plain: PlainRequest::with(&all),
+            fast: fast.map(str::to_owned),
+            notes: Vec::new(),
+        }
+    }
+}
+
+impl Request for PlainRouted {
+    fn values(&self, name: &str) -> Vec<Vec<u8>> {
+        self.plain.values(name)
+    }
+    fn set(&mut self, name: &str, value: &str) {
+        self.plain.set(name, value)
+    }
+    fn remove(&mut self, name: &str) {
+        self.plain.remove(name)
+    }
+    fn add(&mut self, name: &str, value: &str) {
+        self.plain.add(name, value)
+    }
+    fn decided(&mut self, _: Option<&str>) {}
+}
+
+impl Routed for PlainRouted {
+    fn fast(&self) -> Option<Vec<u8>> {
+        self.fast.as_ref().map(|f| f.as_bytes().to_vec())
+    }
+    fn all(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.plain
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect()
+    }
+    fn note(&mut self, key: &str, value: &str) {
+        self.notes.push((key.into(), value.into()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::PlainRequest;
 
     const NOW: u64 = 1_000;
 
@@ -305,57 +359,6 @@ mod tests {
                  "user_header": "x-auth-request-user", "cache_entries": 2}"#,
         )
         .unwrap()
-    }
-
-    /// A request on a route whose metadata says `fast`.
-    struct Req {
-        plain: PlainRequest,
-        fast: Option<&'static str>,
-        notes: Vec<(String, String)>,
-    }
-
-    impl Req {
-        fn new(fast: Option<&'static str>, headers: &[(&str, &str)]) -> Self {
-            let mut all = vec![(":method", "GET"), (":path", "/x"), (":authority", "h")];
-            all.extend_from_slice(headers);
-            Self {
-                plain: PlainRequest::with(&all),
-                fast,
-                notes: Vec::new(),
-            }
-        }
-    }
-
-    impl Request for Req {
-        fn values(&self, name: &str) -> Vec<Vec<u8>> {
-            self.plain.values(name)
-        }
-        fn set(&mut self, name: &str, value: &str) {
-            self.plain.set(name, value)
-        }
-        fn remove(&mut self, name: &str) {
-            self.plain.remove(name)
-        }
-        fn add(&mut self, name: &str, value: &str) {
-            self.plain.add(name, value)
-        }
-        fn decided(&mut self, _: Option<&str>) {}
-    }
-
-    impl Routed for Req {
-        fn fast(&self) -> Option<Vec<u8>> {
-            self.fast.map(|f| f.as_bytes().to_vec())
-        }
-        fn all(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-            self.plain
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-                .collect()
-        }
-        fn note(&mut self, key: &str, value: &str) {
-            self.notes.push((key.into(), value.into()));
-        }
     }
 
     fn answer(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -376,7 +379,7 @@ mod tests {
     }
 
     /// Asks for `req`, then answers `headers`.
-    fn ask(s: &Settings, req: &mut Req, headers: &[(String, String)]) -> Answered {
+    fn ask(s: &Settings, req: &mut PlainRouted, headers: &[(String, String)]) -> Answered {
         assert!(matches!(on_request_headers(s, req, NOW), Next::Ask(_)));
         let body = b"body".to_vec();
         on_answer(s, req, Some(Answer { headers, body }), NOW)
@@ -385,7 +388,7 @@ mod tests {
     #[test]
     fn a_bearer_token_portcullis_allowed_is_let_through_again_until_it_said() {
         let s = settings();
-        let mut first = Req::new(Some("bearer"), &[("authorization", "Bearer t1")]);
+        let mut first = PlainRouted::new(Some("bearer"), &[("authorization", "Bearer t1")]);
         assert_eq!(
             ask(&s, &mut first, &allow_bearer(NOW + 60)),
             Answered::Allow(Vec::new())
@@ -397,7 +400,7 @@ mod tests {
             ("x-auth-request-user", "mallory"),
             ("cookie", "portcullis=s; a=1"),
         ];
-        let mut again = Req::new(Some("bearer"), &headers);
+        let mut again = PlainRouted::new(Some("bearer"), &headers);
         assert_eq!(on_request_headers(&s, &mut again, NOW), Next::Continue);
         assert_eq!(again.plain.get("x-auth-request-user"), ["alice"]);
         assert_eq!(
@@ -416,7 +419,7 @@ mod tests {
             (None, "Bearer t1", NOW),
             (Some("pass"), "Bearer t1", NOW),
         ] {
-            let mut other = Req::new(
+            let mut other = PlainRouted::new(
                 fast,
                 &[("authorization", token), ("x-auth-request-user", "m")],
             );
@@ -442,7 +445,7 @@ mod tests {
                 (REUSE_HEADER, "pass 2000"),
             ])
         };
-        let mut first = Req::new(
+        let mut first = PlainRouted::new(
             Some("pass"),
             &[("cookie", "portcullis=s; portcullis-pass=old")],
         );
@@ -456,12 +459,12 @@ mod tests {
             Vec::<&str>::new(),
             "none in the answer: none"
         );
-        let old = Req::new(Some("pass"), &[("cookie", "portcullis-pass=old")]);
+        let old = PlainRouted::new(Some("pass"), &[("cookie", "portcullis-pass=old")]);
         assert!(matches!(
             on_request_headers(&s, &mut { old }, NOW),
             Next::Ask(_)
         ));
-        let mut new = Req::new(
+        let mut new = PlainRouted::new(
             Some("pass"),
             &[("cookie", "portcullis=s; portcullis-pass=new")],
         );
@@ -469,7 +472,7 @@ mod tests {
         assert_eq!(new.plain.get("x-auth-request-user"), ["bob"]);
         assert!(new.plain.get("cookie").is_empty());
         // A good pass the answer does not replace is remembered as it was sent.
-        let mut kept = Req::new(Some("pass"), &[("cookie", "portcullis-pass=kept")]);
+        let mut kept = PlainRouted::new(Some("pass"), &[("cookie", "portcullis-pass=kept")]);
         ask(
             &s,
             &mut kept,
@@ -479,14 +482,14 @@ mod tests {
                 (REUSE_HEADER, "pass 2000"),
             ]),
         );
-        let mut again = Req::new(Some("pass"), &[("cookie", "portcullis-pass=kept")]);
+        let mut again = PlainRouted::new(Some("pass"), &[("cookie", "portcullis-pass=kept")]);
         assert_eq!(on_request_headers(&s, &mut again, NOW), Next::Continue);
     }
 
     #[test]
     fn refusals_go_to_the_client_and_anything_not_portcullis_s_is_refused() {
         let s = settings();
-        let mut req = Req::new(None, &[("content-length", "5")]);
+        let mut req = PlainRouted::new(None, &[("content-length", "5")]);
         let Next::Ask(asked) = on_request_headers(&s, &mut req, NOW) else {
             panic!("asked");
         };
@@ -554,7 +557,7 @@ mod tests {
     fn the_cache_stays_within_its_size_and_a_bad_config_is_named() {
         let s = settings();
         for (i, until) in [(1, NOW + 1), (2, NOW + 60), (3, NOW + 60), (4, NOW + 60)] {
-            let mut req = Req::new(
+            let mut req = PlainRouted::new(
                 Some("bearer"),
                 &[("authorization", &format!("Bearer t{i}"))],
             );
