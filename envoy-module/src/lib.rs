@@ -2,11 +2,13 @@
 //! pass or a bearer token, it holds the token to portcullis's own rules, sets the identity headers
 //! as portcullis would, removes portcullis's cookies and marks the request decided so that
 //! `ext_authz` is skipped: the work of the generated Lua step, without Lua and without `jwt_authn`'s
-//! payload metadata (BENCHMARKS.md counts both).
+//! payload metadata (BENCHMARKS.md counts both). In its callout form (`callout`) the same filter is
+//! the whole step: it asks portcullis over HTTP and lets through again what portcullis allowed
+//! (`remembered`), with no `jwt_authn` or `ext_authz` filter in the chain.
 //!
-//! The decision is in `filter` (safe code, tested here); `abi` is the only module with `unsafe`:
-//! the C functions Envoy calls and the ones it exports, declared by hand for the few this filter
-//! needs.
+//! The decisions are in `filter` and `callout` (safe code, tested here); `abi` is the only module
+//! with `unsafe`: the C functions Envoy calls and the ones it exports, declared by hand for the few
+//! this filter needs.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 

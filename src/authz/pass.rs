@@ -38,9 +38,10 @@ impl PassIssuer {
     }
 
     /// The `Set-Cookie` of a new pass for `s`, unless the request carries one good for it for at
-    /// least half a pass's life; and until when the browser holds a good pass after it. A pass runs out no later than `until`: when portcullis would
-    /// refresh the session's access token (Envoy does not ask portcullis while a pass is good, so
-    /// the request that should refresh must find none); none is issued past it.
+    /// least half a pass's life; and until when the browser holds a good pass after it. A pass
+    /// runs out no later than `until`: when portcullis would refresh the session's access token
+    /// (Envoy does not ask portcullis while a pass is good, so the request that should refresh
+    /// must find none); none is issued past it.
     pub fn refresh(
         &self,
         cookies: &Cookies,
