@@ -166,21 +166,12 @@ pub async fn generate(
             Err(e) => problems.push(e),
         }
     }
-    if step == Step::Callout {
-        if endpoints.http.is_none() {
-            problems.push(
-                "listen.http_authz (or --portcullis-http): required by --fast-path-filter callout, \
-                 which asks portcullis there"
-                    .to_owned(),
-            );
-        }
-        // One remembered token stands for every fast route: with several providers it would stand
-        // on another provider's routes too.
-        if config.providers.len() > 1 {
-            problems.push(
-                "providers: --fast-path-filter callout takes one provider (use native)".to_owned(),
-            );
-        }
+    if step == Step::Callout && endpoints.http.is_none() {
+        problems.push(
+            "listen.http_authz (or --portcullis-http): required by --fast-path-filter callout, \
+             which asks portcullis there"
+                .to_owned(),
+        );
     }
     if !problems.is_empty() {
         return Err(problems);

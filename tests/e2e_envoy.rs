@@ -1008,3 +1008,33 @@ fn with_an_upstream_assertion_the_generated_routes_all_ask_portcullis() {
         ]
     );
 }
+
+/// The callout form asks portcullis on its HTTP port: without one, an `error:` line naming it,
+/// exit 2, no output. (Several providers never reach the generator: a pass takes one provider.)
+#[test]
+fn the_callout_form_refuses_a_config_it_cannot_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.yaml");
+    std::fs::write(
+        &path,
+        "pass: {enabled: true}\nupstream: {authorization: none}\n\
+         provider: {issuer: 'https://tenant.example/', client_id: a}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["envoy-config", "--fast-path-filter", "callout", "--config"])
+        .arg(&path)
+        .env("PORTCULLIS_SESSION__SECRET", session_secret())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "no partial output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ")
+            && err.contains(
+                "listen.http_authz (or --portcullis-http): required by --fast-path-filter callout"
+            ),
+        "{err}"
+    );
+}

@@ -120,6 +120,9 @@ const NOT_ASKED: [&[u8]; 7] = [
     b"keep-alive",
 ];
 
+/// One request's headers: the client's copies of the upstream headers go; a remembered credential
+/// on a route that lets it decide goes on with its headers (portcullis's cookies stripped);
+/// anything else asks portcullis.
 pub fn on_request_headers(s: &Settings, req: &mut impl Routed, now: u64) -> Next {
     let fast = Fast::of(req.fast().as_deref());
     if fast == Fast::Through {
@@ -250,10 +253,13 @@ pub fn on_answer(
             "bearer" => {
                 only_bearer(&authorization).map(|_| (Held::Bearer, authorization[0].as_slice()))
             }
-            // The pass the browser holds now: the one this answer sets, else the one it sent.
-            "pass" => set_pass(&set_cookies, &s.pass_cookie)
-                .or(sent_pass.as_deref())
-                .map(|pass| (Held::Pass, pass)),
+            // The pass the browser holds now: the one this answer sets (none if it clears it),
+            // else the one it sent.
+            "pass" => match set_pass(&set_cookies, &s.pass_cookie) {
+                Some(set) => set,
+                None => sent_pass.as_deref(),
+            }
+            .map(|pass| (Held::Pass, pass)),
             _ => None,
         };
         if let Some((held, c)) = credential {
@@ -281,12 +287,14 @@ fn value<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
     }
 }
 
-/// The pass a `Set-Cookie` of the answer gives the browser (not one that clears it).
-fn set_pass<'c>(set_cookies: &'c [String], name: &str) -> Option<&'c [u8]> {
+/// What the answer's `Set-Cookie`s do to the pass: nothing (`None`), set it (`Some(Some)`), or
+/// clear it (`Some(None)`).
+fn set_pass<'c>(set_cookies: &'c [String], name: &str) -> Option<Option<&'c [u8]>> {
     set_cookies.iter().find_map(|c| {
         let pair = c.split(';').next()?;
         let (n, v) = pair.split_once('=')?;
-        (n.trim() == name && !v.is_empty() && !c.contains("Max-Age=0")).then_some(v.as_bytes())
+        (n.trim() == name)
+            .then(|| (!v.is_empty() && !c.contains("Max-Age=0")).then_some(v.as_bytes()))
     })
 }
 
@@ -471,6 +479,14 @@ mod tests {
         assert_eq!(on_request_headers(&s, &mut new, NOW), Next::Continue);
         assert_eq!(new.plain.get("x-auth-request-user"), ["bob"]);
         assert!(new.plain.get("cookie").is_empty());
+        // An answer that clears the pass leaves nothing remembered for the one sent.
+        let mut cleared = PlainRouted::new(Some("pass"), &[("cookie", "portcullis-pass=gone")]);
+        ask(&s, &mut cleared, &allow("portcullis-pass=; Max-Age=0"));
+        let mut again = PlainRouted::new(Some("pass"), &[("cookie", "portcullis-pass=gone")]);
+        assert!(matches!(
+            on_request_headers(&s, &mut again, NOW),
+            Next::Ask(_)
+        ));
         // A good pass the answer does not replace is remembered as it was sent.
         let mut kept = PlainRouted::new(Some("pass"), &[("cookie", "portcullis-pass=kept")]);
         ask(
