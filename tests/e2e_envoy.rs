@@ -892,9 +892,10 @@ async fn logout_returns_to_the_configured_origin_whatever_the_host() {
 }
 
 /// `portcullis envoy-config --config <config>`, with a fresh session secret from the environment.
-fn envoy_config(config: &std::path::Path) -> std::process::Output {
+fn envoy_config(config: &std::path::Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("envoy-config")
+        .args(args)
         .arg("--config")
         .arg(config)
         .env("PORTCULLIS_SESSION__SECRET", session_secret())
@@ -941,7 +942,7 @@ fn the_generator_refuses_what_it_cannot_express_and_prints_nothing() {
     let run = |yaml: &str| {
         let path = dir.path().join("portcullis.yaml");
         std::fs::write(&path, yaml).unwrap();
-        envoy_config(&path)
+        envoy_config(&path, &[])
     };
     let base = "provider: {issuer: 'https://tenant.example/', client_id: a}\n";
     for (yaml, says) in [
@@ -980,7 +981,7 @@ fn with_an_upstream_assertion_the_generated_routes_all_ask_portcullis() {
             ),
         )
         .unwrap();
-        let out = envoy_config(&path);
+        let out = envoy_config(&path, &[]);
         assert!(
             out.status.success(),
             "{}",
@@ -1021,12 +1022,7 @@ fn the_callout_form_refuses_a_config_it_cannot_serve() {
          provider: {issuer: 'https://tenant.example/', client_id: a}\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["envoy-config", "--fast-path-filter", "callout", "--config"])
-        .arg(&path)
-        .env("PORTCULLIS_SESSION__SECRET", session_secret())
-        .output()
-        .unwrap();
+    let out = envoy_config(&path, &["--fast-path-filter", "callout"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty(), "no partial output");
     let err = String::from_utf8_lossy(&out.stderr);
