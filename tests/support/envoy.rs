@@ -190,6 +190,15 @@ pub fn fast_path_filter() -> Option<&'static str> {
     }
 }
 
+/// What Envoy's access log says of a request the fast path let `user` through alone (no check):
+/// the JWT Envoy verified (`fast=`), or in the callout form a remembered credential (`asked=-`).
+pub fn let_through_alone(user: &str) -> String {
+    match fast_path_filter() {
+        Some("callout") => format!("user={user} asked=-"),
+        _ => format!("fast={user}"),
+    }
+}
+
 /// Where Envoy finds the native fast-path filter (`libportcullis_envoy.so`, built by
 /// `cargo build -p portcullis-envoy-module` beside the portcullis binary), or
 /// `PORTCULLIS_ENVOY_MODULE_DIR` (a release build of it for counting Envoy's instructions).
