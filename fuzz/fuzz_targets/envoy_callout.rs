@@ -12,7 +12,6 @@ use portcullis_envoy::callout::{
     Answer, Answered, DECISION_HEADER, Next, PlainRouted, REUSE_HEADER, Settings, on_answer,
     on_request_headers,
 };
-use portcullis_envoy::filter::Request as _;
 
 const NOW: u64 = 1_000;
 const IDENTITY: [&str; 2] = ["x-auth-request-user", "x-auth-request-email"];
