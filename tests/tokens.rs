@@ -33,7 +33,7 @@ fn raw(header: Value, payload: &Value, signature: &[u8]) -> String {
 }
 
 async fn verify(token: &str) -> Result<Arc<Principal>, TokenRejection> {
-    verifier(100).verify(token).await
+    verifier(100).verify(token).await.map(|v| v.principal)
 }
 
 #[tokio::test]

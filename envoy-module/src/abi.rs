@@ -510,11 +510,12 @@ unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
         (headers, body)
     });
     let mut request = EnvoyRequest(filter);
+    let (headers, body) = answer.unzip();
     let answered = catch_unwind(AssertUnwindSafe(|| {
-        let answer = answer.as_ref().map(|(headers, body)| callout::Answer {
-            headers,
-            body: body.clone(),
-        });
+        let answer = headers
+            .as_deref()
+            .zip(body)
+            .map(|(headers, body)| callout::Answer { headers, body });
         callout::on_answer(settings, &mut request, answer, now())
     }))
     .unwrap_or_else(|_| callout::unavailable());

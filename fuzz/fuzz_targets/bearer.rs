@@ -50,9 +50,10 @@ fn signed_by_fixture(token: &str) -> bool {
 fn check(token: &str, claims_checked: bool) {
     let _ = decode(token, Origin::Bearer);
     let _ = decode(token, Origin::TokenEndpoint);
-    let Ok(principal) = block_on(verifier().verify(token)) else {
+    let Ok(verified) = block_on(verifier().verify(token)) else {
         return;
     };
+    let principal = verified.principal;
     assert!(
         signed_by_fixture(token),
         "accepted a token no fixture key signed: {token:?}"

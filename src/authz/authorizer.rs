@@ -17,7 +17,6 @@ use super::request::AuthzRequest;
 use crate::identity::Principal;
 use crate::session::cookie::Stripped;
 use crate::session::{Jar, SessionMiss};
-use crate::token::validate::is_jws_shaped;
 use crate::token::{Verifier, now_secs};
 
 /// The `context_extensions` key through which an Envoy route names the portcullis route.
@@ -162,6 +161,7 @@ impl Authorizer {
                     AllowReason::Shadow { would, reason },
                     None,
                     Vec::new(),
+                    None,
                 );
                 // Who would have been refused, for the audit event only: the upstream and
                 // Envoy's metadata hear of no one (the adapters read a shadow's `would` instead).
@@ -184,15 +184,16 @@ impl Authorizer {
                 AllowReason::Public,
                 None,
                 Vec::new(),
+                None,
             ),
             Action::Api | Action::Login => {
-                let (principal, jwt) = match credentials::credential(req) {
+                let (principal, until) = match credentials::credential(req) {
                     Credential::None => return self.session_or_login(req, host, route).await,
                     Credential::MalformedBearer => {
                         return self.deny(&route.name, DenyReason::MalformedAuthorization);
                     }
                     Credential::Bearer(token) => match self.verifier.verify(token).await {
-                        Ok(p) => (p, is_jws_shaped(token)),
+                        Ok(v) => (v.principal, v.until),
                         Err(why) => return self.deny(&route.name, DenyReason::Token(why)),
                     },
                 };
@@ -205,28 +206,17 @@ impl Authorizer {
                 if let Err(unmet) = route.require.check(&principal) {
                     return self.unmet(&route.name, unmet, principal);
                 }
-                // A JWT stands for this allow until its `exp`; an opaque token's answer is
-                // portcullis's to cache (`opaque_cache`), not to hand on.
-                let reuse = principal
-                    .claims
-                    .get("exp")
-                    .and_then(serde_json::Value::as_u64)
-                    .filter(|_| jwt)
-                    .map(|until| Reuse {
-                        held: Held::Bearer,
-                        until,
-                    });
-                let mut decision = self.allow(
+                self.allow(
                     &self.upstream_cookies(req),
                     route,
                     AllowReason::Bearer,
                     Some(principal),
                     Vec::new(),
-                );
-                if let Decision::Allow(a) = &mut decision {
-                    a.reuse = reuse;
-                }
-                decision
+                    until.map(|until| Reuse {
+                        held: Held::Bearer,
+                        until,
+                    }),
+                )
             }
         }
     }
@@ -269,25 +259,24 @@ impl Authorizer {
                 } else {
                     Vec::new()
                 };
-                let mut reuse = None;
-                if let Some(pass) = login.pass() {
+                let reuse = login.pass().and_then(|pass| {
                     let until = login.refresh_due(&s);
                     let renewed = pass.refresh(sessions.cookies(), &jar, &s, now, until);
                     set_cookies.extend(renewed.set_cookies);
-                    reuse = renewed.held_until.map(|until| Reuse {
+                    renewed.held_until.map(|until| Reuse {
                         held: Held::Pass,
                         until,
-                    });
-                }
+                    })
+                });
                 let mut decision = self.allow(
                     &jar,
                     route,
                     AllowReason::Session,
                     Some(Arc::new(s.principal)),
                     set_cookies,
+                    reuse,
                 );
                 if let Decision::Allow(a) = &mut decision {
-                    a.reuse = reuse;
                     match token {
                         Some(token) => a
                             .set_headers
@@ -372,6 +361,7 @@ impl Authorizer {
         reason: AllowReason,
         who: Option<Arc<Principal>>,
         set_cookies: Vec<String>,
+        reuse: Option<Reuse>,
     ) -> Decision {
         let mut set_headers = Vec::with_capacity(4);
         if let Some(p) = &who {
@@ -411,7 +401,7 @@ impl Authorizer {
             remove_headers,
             identity: who,
             set_cookies,
-            reuse: None,
+            reuse,
         })
     }
 }

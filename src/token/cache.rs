@@ -57,12 +57,13 @@ impl TokenCache {
         self.hash.digest(token.as_bytes())
     }
 
-    pub fn get(&self, digest: &Digest, now: u64) -> Option<Arc<Principal>> {
+    /// The principal of a token seen before, and its `exp`.
+    pub fn get(&self, digest: &Digest, now: u64) -> Option<(Arc<Principal>, u64)> {
         // The expiry timer is coarse; `exp` itself is the authority.
         self.entries
             .get(digest)
             .filter(|e| e.exp > now)
-            .map(|e| e.principal)
+            .map(|e| (e.principal, e.exp))
     }
 
     pub fn insert(&self, digest: Digest, principal: Arc<Principal>, exp: u64, now: u64) {

@@ -20,6 +20,15 @@ pub use opaque::{Opaque, OpaqueLimits};
 pub use validate::{Origin, TimeRules, TokenRejection};
 
 pub use crate::identity::IdentityClaims;
+
+/// A bearer token that passed: who it names, and until when it may stand for them without being
+/// checked again (a JWT's `exp`; none for an opaque token, whose answers portcullis caches itself
+/// within `opaque_cache`).
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub principal: Arc<Principal>,
+    pub until: Option<u64>,
+}
 use crate::identity::Principal;
 use crate::idp::same_issuer;
 use crate::metrics::{CacheResult, Metrics};
@@ -99,7 +108,7 @@ impl Verifier {
         self.issuers.iter().all(|i| i.keys.is_loaded())
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, TokenRejection> {
+    pub async fn verify(&self, token: &str) -> Result<Verified, TokenRejection> {
         // Only a token that passed every check below is in the cache, so a hit needs no more.
         if token.len() > Origin::Bearer.max_len() {
             return Err(TokenRejection::TooLarge);
@@ -107,11 +116,20 @@ impl Verifier {
         let now = now_secs();
         let digest = self.cache.digest(token);
         if self.accepts_opaque && !validate::is_jws_shaped(token) {
-            return self.verify_opaque(token, digest, now).await;
+            return self
+                .verify_opaque(token, digest, now)
+                .await
+                .map(|principal| Verified {
+                    principal,
+                    until: None,
+                });
         }
-        if let Some(principal) = self.cache.get(&digest, now) {
+        if let Some((principal, exp)) = self.cache.get(&digest, now) {
             self.metrics.token_cache(CacheResult::hit);
-            return Ok(principal);
+            return Ok(Verified {
+                principal,
+                until: Some(exp),
+            });
         }
         self.metrics.token_cache(CacheResult::miss);
 
@@ -140,18 +158,17 @@ impl Verifier {
         };
         let claims = validate::verify(decoded, &key, &expected)?;
         let exp = claims.exp;
-        let mut rest = claims.rest;
-        // Every claim, `exp` too: until when the token stands for this principal (the callout
-        // form's `x-portcullis-reuse`).
-        rest.insert("exp".into(), exp.into());
         let principal = Arc::new(Principal::from_claims(
             claims.sub,
-            rest,
+            claims.rest,
             &self.identity.user_id_claim,
             &self.identity.groups_claim,
         ));
         self.cache.insert(digest, principal.clone(), exp, now);
-        Ok(principal)
+        Ok(Verified {
+            principal,
+            until: Some(exp),
+        })
     }
 
     /// Every issuer that accepts opaque tokens is asked in turn (each asks only its own provider,
@@ -207,7 +224,7 @@ mod tests {
         let first = v.verify(&t).await.unwrap();
         let second = v.verify(&t).await.unwrap();
         assert!(
-            std::sync::Arc::ptr_eq(&first, &second),
+            std::sync::Arc::ptr_eq(&first.principal, &second.principal),
             "the second check must come from the cache"
         );
         let scrape = v.metrics.encode();
